@@ -1,0 +1,1 @@
+"""Reading, validating, rendering and ordering scored conversations."""

@@ -1,0 +1,1 @@
+"""Model and tokenizer loading (local path, hub name, or the bundled ``tiny``)."""

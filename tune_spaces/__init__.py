@@ -1,0 +1,1 @@
+"""Ray Tune search spaces: each module defines ``space() -> dict`` of Tune samplers."""
