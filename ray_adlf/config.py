@@ -93,6 +93,9 @@ class RolloutConfig:
     top_p: float = _flag(1.0, "nucleus sampling")
     top_k: int = _flag(0, "top-k sampling (0 = off)")
     max_new_tokens: int = _flag(32, "response length cap")
+    rollout_dtype: Literal["float32", "bfloat16", "float16"] = _flag(
+        "float32", "dtype the rollout engines run the policy in"
+    )
 
 
 @dataclass
@@ -102,6 +105,7 @@ class RewardConfig:
     use_length_penalty: bool = _flag(False, "internal: smooth penalty outside a length band")
     length_band_min: int = _flag(8, "length band lower edge, in tokens")
     length_band_max: int = _flag(64, "length band upper edge, in tokens")
+    length_band_width: float = _flag(8.0, "tokens outside the band where length score = e^-0.5")
     use_fluency_reward: bool = _flag(True, "internal: reference model log-likelihood")
     use_faithfulness_reward: bool = _flag(False, "internal: agreement with the context")
     use_debate_reward: bool = _flag(False, "internal: score agreed by the critique agents")
@@ -112,6 +116,8 @@ class RewardConfig:
     coherence_weight: float = _flag(0.1, "multi-objective weight of coherence")
     length_weight: float = _flag(0.05, "multi-objective weight of the length penalty")
     debate_weight: float = _flag(0.05, "multi-objective weight of the debate score")
+    plugin_weight: float = _flag(0.1, "multi-objective weight of the --reward_plugin signal")
+    reward_url_weight: float = _flag(0.1, "multi-objective weight of the --reward_url signal")
     objective_normalization: Literal["running", "rank"] = _flag("running", "per-objective norm")
     normalize_rewards: bool = _flag(False, "whiten final rewards with running statistics")
     reward_clip: float = _flag(0.0, "clip final rewards to [-c, c] (0 = off)")
@@ -120,6 +126,8 @@ class RewardConfig:
     reward_url_timeout: float = _flag(10.0, "seconds per HTTP reward request")
     reward_url_retries: int = _flag(2, "retries of a failed HTTP reward request")
     on_reward_error: Literal["raise", "fallback"] = _flag("raise", "plugin failure policy")
+    reward_fallback_value: float = _flag(0.5, "plugin/URL signal value after a counted failure")
+    reward_batch_size: int = _flag(16, "samples per forward pass of the reward models")
     num_reward_workers: int = _flag(1, "RewardActor count")
     reward_num_cpus: float = _flag(0.5, "CPUs per RewardActor")
 
@@ -133,6 +141,10 @@ class DebateConfig:
     critic_model: str | None = _flag(None, "model for critic_engine=model")
     critic_url: str | None = _flag(None, "OpenAI-compatible base URL for critic_engine=http")
     critic_num_cpus: float = _flag(0.25, "CPUs per CritiqueActor")
+    critique_max_new_tokens: int = _flag(32, "tokens per written critique")
+    critic_temperature: float = _flag(0.7, "sampling temperature of the critiques (0 = greedy)")
+    critic_timeout: float = _flag(30.0, "seconds per request to --critic_url")
+    critic_retries: int = _flag(1, "retries of a failed --critic_url request")
 
 
 @dataclass
@@ -157,6 +169,10 @@ class PPOConfig:
     kl_target: float = _flag(6.0, "target KL per sequence for the adaptive controller")
     kl_horizon: int = _flag(10000, "adaptive controller horizon, in samples")
     kl_in_loss: bool = _flag(False, "KL as a loss term instead of a reward penalty")
+    ppo_max_grad_norm: float = _flag(1.0, "PPO gradient clipping norm (0 = off)")
+    ppo_lr_schedule: Literal["constant", "linear", "cosine"] = _flag(
+        "constant", "PPO learning-rate schedule over all rounds' optimizer steps"
+    )
     critic_mode: Literal["shared", "separate"] = _flag("shared", "value head placement")
     reference_placement: Literal["colocated", "actor"] = _flag("colocated", "reference model")
 
@@ -176,6 +192,11 @@ class RunConfig:
     checkpoint_every: int = _flag(50, "optimizer steps (or RL rounds) between checkpoints")
     keep_checkpoints: int = _flag(2, "checkpoints kept")
     max_failures: int = _flag(1, "worker failures tolerated (restart from last checkpoint)")
+    stop_after_steps: int = _flag(
+        0,
+        "end this session after N optimizer steps with a checkpoint (0 = run to the end); "
+        "the same command (or --resume) continues",
+    )
 
 
 @dataclass
@@ -281,6 +302,8 @@ def validate(cfg: Config) -> Config:
         "max_new_tokens": cfg.rollout.max_new_tokens,
         "num_reward_workers": cfg.rewards.num_reward_workers,
         "num_critics": cfg.debate.num_critics,
+        "critique_max_new_tokens": cfg.debate.critique_max_new_tokens,
+        "reward_batch_size": cfg.rewards.reward_batch_size,
         "debate_rounds": cfg.debate.debate_rounds,
         "rl_rounds": cfg.ppo.rl_rounds,
         "ppo_epochs": cfg.ppo.ppo_epochs,
@@ -303,6 +326,10 @@ def validate(cfg: Config) -> Config:
         "kl_target": cfg.ppo.kl_target,
         "rollout_num_cpus": cfg.rollout.rollout_num_cpus,
         "reward_url_timeout": cfg.rewards.reward_url_timeout,
+        "length_band_width": cfg.rewards.length_band_width,
+        "reward_num_cpus": cfg.rewards.reward_num_cpus,
+        "critic_num_cpus": cfg.debate.critic_num_cpus,
+        "critic_timeout": cfg.debate.critic_timeout,
     }
     for flag, value in positive_floats.items():
         _require(value > 0, flag, f"must be > 0, got {value}")
@@ -317,20 +344,49 @@ def validate(cfg: Config) -> Config:
         "coherence_weight": cfg.rewards.coherence_weight,
         "length_weight": cfg.rewards.length_weight,
         "debate_weight": cfg.rewards.debate_weight,
+        "plugin_weight": cfg.rewards.plugin_weight,
+        "reward_url_weight": cfg.rewards.reward_url_weight,
+        "critic_temperature": cfg.debate.critic_temperature,
+        "critic_retries": cfg.debate.critic_retries,
         "reward_clip": cfg.rewards.reward_clip,
         "reward_url_retries": cfg.rewards.reward_url_retries,
+        "length_band_min": cfg.rewards.length_band_min,
         "init_kl_coef": cfg.ppo.init_kl_coef,
         "vf_coef": cfg.ppo.vf_coef,
         "entropy_coef": cfg.ppo.entropy_coef,
         "clip_eps": cfg.ppo.clip_eps,
         "rollout_max_restarts": cfg.rollout.rollout_max_restarts,
         "max_failures": cfg.run.max_failures,
+        "stop_after_steps": cfg.run.stop_after_steps,
         "top_k": cfg.rollout.top_k,
     }
     for flag, value in non_negative.items():
         _require(value >= 0, flag, f"must be >= 0, got {value}")
     _require(0.0 <= cfg.sft.warmup_ratio < 1.0, "warmup_ratio", "must be in [0, 1)")
     _require(0.0 < cfg.rollout.top_p <= 1.0, "top_p", "must be in (0, 1]")
+    _require(
+        cfg.rollout.rollout_num_gpus >= 0,
+        "rollout_num_gpus",
+        f"must be >= 0, got {cfg.rollout.rollout_num_gpus}",
+    )
+    _require(
+        cfg.rollout.tensor_parallel_size == 1
+        or cfg.rollout.rollout_num_gpus >= cfg.rollout.tensor_parallel_size,
+        "tensor_parallel_size",
+        "needs --rollout_num_gpus >= --tensor_parallel_size (GPU only)",
+    )
+    _require(
+        cfg.rollout.tensor_parallel_size == 1 or cfg.rollout.rollout_engine != "hf",
+        "tensor_parallel_size",
+        "the hf engine has no tensor parallelism",
+    )
+    _require(
+        cfg.rollout.rollout_engine != "vllm"
+        or (cfg.rollout.top_k == 0 and cfg.rollout.top_p == 1.0),
+        "rollout_engine",
+        "vllm cannot return the learner's unrenormalised logprobs under top-k/top-p; "
+        "use --top_k 0 --top_p 1 or --rollout_engine hf",
+    )
     _require(0.0 <= cfg.ppo.gamma <= 1.0, "gamma", "must be in [0, 1]")
     _require(0.0 <= cfg.ppo.lam <= 1.0, "lam", "must be in [0, 1]")
     _require(
@@ -338,11 +394,28 @@ def validate(cfg: Config) -> Config:
         "length_band_max",
         "must be >= --length_band_min",
     )
+    _require(cfg.ppo.ppo_max_grad_norm >= 0, "ppo_max_grad_norm", "must be >= 0")
+    _require(
+        cfg.ppo.ppo_batch_size % cfg.run.num_workers == 0,
+        "ppo_batch_size",
+        f"must be a multiple of --num_workers ({cfg.run.num_workers}): each rank takes "
+        "whole prompt groups",
+    )
     if cfg.ppo.advantage in ("grpo", "rloo"):
         _require(
             cfg.ppo.num_samples_per_prompt >= 2,
             "num_samples_per_prompt",
             f"--advantage {cfg.ppo.advantage} needs >= 2 samples per prompt",
+        )
+    if cfg.rewards.reward_plugin is not None:
+        _require(
+            ":" in cfg.rewards.reward_plugin, "reward_plugin", "expected path/to/file.py:function"
+        )
+    if cfg.rewards.reward_url is not None:
+        _require(
+            cfg.rewards.reward_url.startswith(("http://", "https://")),
+            "reward_url",
+            "must start with http:// or https://",
         )
     if cfg.debate.critic_engine == "model":
         _require(bool(cfg.debate.critic_model), "critic_model", "needed by --critic_engine model")

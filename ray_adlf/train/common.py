@@ -1,0 +1,170 @@
+"""Ray Train plumbing shared by the training stages.
+
+Run identity: the run name is ``--run_name``, else the output directory's name. A stage's Ray
+Train run is ``<run_name>-<stage>`` under the storage path ``<output_dir>/ray_train``
+(absolute; on a multi-node cluster ``output_dir`` must be on storage every node sees, as Ray Train
+requires of a local storage path).
+
+Resume: a stage whose run directory exists is resumed (Ray Train restores its latest checkpoint
+into the new workers, ``ray.train.get_checkpoint()``); ``--resume`` without such a directory is
+an error. The run directory keeps the config the run started with; resuming with different
+data, model, SFT, seed or worker-count settings (which would change the data order or the
+weights) is refused, naming the flags.
+
+Trainer: ``TorchTrainer`` (DDP over gloo on CPU, NCCL on GPU) with
+``ScalingConfig(num_workers, use_gpu)``; CPU workers ask for
+``cpus_per_worker`` CPUs, a fraction on small machines; ``CheckpointConfig(num_to_keep=
+--keep_checkpoints)``; ``FailureConfig(max_failures=--max_failures)``: when a worker dies, the
+whole group restarts from the last checkpoint.
+
+Outputs: the final Hugging Face model + tokenizer are copied from the last checkpoint (every file
+but the training state: optimizer, scheduler, scaler, RNG, trainer state, training arguments)
+into ``output_dir`` with a model card ``README.md`` and the resolved ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray_adlf.config import Config, ConfigError, load_yaml, save_yaml, to_dict
+
+log = logging.getLogger(__name__)
+
+STORAGE_DIR = "ray_train"
+RUN_CONFIG_FILE = "ray_adlf_config.yaml"
+TRAINING_STATE_FILES = (
+    "optimizer.pt",
+    "scheduler.pt",
+    "scaler.pt",
+    "rng_state*.pth",
+    "trainer_state.json",
+    "training_args.bin",
+)
+SFT_RESUME_SECTIONS = ("data", "model", "sft")
+RESUME_RUN_FIELDS = ("seed", "num_workers")
+
+
+def run_name(cfg: Config) -> str:
+    """``--run_name``, else the output directory's name."""
+    return cfg.run.run_name or Path(cfg.run.output_dir).resolve().name
+
+
+def storage_path(cfg: Config) -> Path:
+    """Where Ray Train keeps every stage's runs and checkpoints: ``<output_dir>/ray_train``."""
+    return Path(cfg.run.output_dir).resolve() / STORAGE_DIR
+
+
+def stage_run_name(cfg: Config, stage: str) -> str:
+    return f"{run_name(cfg)}-{stage}"
+
+
+def stage_run_dir(cfg: Config, stage: str) -> Path:
+    return storage_path(cfg) / stage_run_name(cfg, stage)
+
+
+def _resume_differences(started: Config, now: Config, sections: tuple[str, ...]) -> list[str]:
+    """``flag: old -> new`` for the settings that must match to resume exactly."""
+    old, new = to_dict(started), to_dict(now)
+    keys = [(section, key) for section in sections for key in new[section]]
+    keys += [("run", key) for key in RESUME_RUN_FIELDS]
+    return [
+        f"--{key}: {old[section][key]!r} -> {new[section][key]!r}"
+        for section, key in keys
+        if old[section][key] != new[section][key]
+    ]
+
+
+def prepare_stage_run(
+    cfg: Config, stage: str, sections: tuple[str, ...] = SFT_RESUME_SECTIONS
+) -> bool:
+    """Check resume rules (module docstring), record the config; True when resuming.
+
+    ``sections``: the config sections that must be unchanged to resume (with the seed and the
+    worker count), the stage's own section and those it reads.
+    """
+    run_dir = stage_run_dir(cfg, stage)
+    saved = run_dir / RUN_CONFIG_FILE
+    if not saved.exists():
+        if cfg.run.resume:
+            raise ConfigError(
+                f"--resume: no {stage} run {stage_run_name(cfg, stage)!r} in {storage_path(cfg)}"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, saved)
+        return False
+    differences = _resume_differences(load_yaml(saved), cfg, sections)
+    if differences:
+        raise ConfigError(
+            f"--resume: {stage} run {stage_run_name(cfg, stage)!r} was started with other "
+            f"settings ({'; '.join(differences)}); use another --run_name or --output_dir"
+        )
+    log.info("%s: resuming run %s from its last checkpoint", stage, run_dir)
+    return True
+
+
+def cpus_per_worker(cluster_cpus: float, num_workers: int) -> float:
+    """CPUs each CPU worker requests: ``min(1, cluster_cpus / (2 * num_workers))``.
+
+    Half the cluster stays free for the other actors a run starts (the Train controller, and
+    rollout or reward actors in later stages); 2 CPUs and 2 workers give 0.5 each.
+    """
+    return min(1.0, cluster_cpus / (2 * num_workers))
+
+
+def precision(cfg: Config) -> str:
+    """``fp16``, ``bf16`` or ``fp32`` (the default); fp16 needs ``--use_gpu``."""
+    if cfg.run.fp16 and not cfg.run.use_gpu:
+        raise ConfigError("--fp16: needs --use_gpu (on CPU use --bf16 or the fp32 default)")
+    if cfg.run.fp16:
+        return "fp16"
+    return "bf16" if cfg.run.bf16 else "fp32"
+
+
+def make_torch_trainer(
+    train_loop: Callable[[dict], None], loop_config: dict[str, Any], cfg: Config, stage: str
+):
+    """A TorchTrainer for ``stage`` with the scaling, storage, checkpoint and failure configs."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    resources = None
+    if not cfg.run.use_gpu:
+        cpus = cpus_per_worker(ray.cluster_resources().get("CPU", 1.0), cfg.run.num_workers)
+        resources = {"CPU": cpus}
+    return TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=cfg.run.num_workers,
+            use_gpu=cfg.run.use_gpu,
+            resources_per_worker=resources,
+        ),
+        run_config=RunConfig(
+            name=stage_run_name(cfg, stage),
+            storage_path=str(storage_path(cfg)),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+        ),
+    )
+
+
+def _is_training_state(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in TRAINING_STATE_FILES)
+
+
+def write_model_outputs(checkpoint_dir: str | Path, cfg: Config, model_card: str) -> Path:
+    """Copy model + tokenizer from ``checkpoint_dir`` into ``output_dir``; card and config."""
+    output_dir = Path(cfg.run.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for item in Path(checkpoint_dir).iterdir():
+        if item.is_file() and not _is_training_state(item.name):
+            shutil.copy2(item, output_dir / item.name)
+    (output_dir / "README.md").write_text(model_card, encoding="utf-8")
+    save_yaml(cfg, output_dir / "config.yaml")
+    return output_dir

@@ -1,0 +1,247 @@
+"""The SFT stage end to end on Ray Train: tiny model, bundled sample, one local Ray cluster.
+
+One uninterrupted 2-worker run (3 epochs, 69 steps, a checkpoint every epoch) is the reference:
+its held-out loss falls, its output loads and generates, and the runs that are stopped and
+resumed, or lose a worker, must end with its weights. The README's example commands run as
+subprocesses (``ray-adlf train`` and ``jobs/train.py``) against the same cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import ray
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ray_adlf.config import Config
+from ray_adlf.data.prompts import critique_prompt, generation_prompt
+from ray_adlf.data.records import Turn
+from ray_adlf.tracking import read_metrics
+from ray_adlf.train.common import stage_run_dir
+from ray_adlf.train.pipeline import run_pipeline
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS_PER_EPOCH = 23  # 360 training records / (8 per worker x 2 workers)
+BASIC = [
+    "--data_path",
+    "sample",
+    "--model_name",
+    "tiny",
+    "--run_sft",
+    "--sft_epochs",
+    "3",
+    "--sft_batch_size",
+    "8",
+    "--sft_learning_rate",
+    "2e-5",
+]
+ADVANCED = BASIC + [
+    "--use_curriculum",
+    "--use_contrastive",
+    "--contrastive_temp",
+    "0.07",
+    "--use_self_critique",
+    "--critique_weight",
+    "0.3",
+    "--use_decision_transformer",
+    "--scheduler",
+    "cosine_with_restarts",
+    "--cosine_cycles",
+    "2",
+    "--gradient_accumulation_steps",
+    "2",
+    "--token_format",
+    "role_markers",
+    "--max_seq_length",
+    "256",
+    "--use_wandb",
+    "--wandb_project",
+    "ray-adlf",
+]
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    with pytest.MonkeyPatch.context() as env:
+        # The Train controller collects reported checkpoints when it polls the workers (every
+        # 2 s by default); poll often so the kill test's checkpoint is registered quickly.
+        env.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
+        yield ray.get_runtime_context().gcs_address
+        ray.shutdown()
+
+
+def sft_config(output_dir: Path, **run) -> Config:
+    cfg = Config()
+    cfg.data.max_seq_length = 128
+    cfg.sft.run_sft = True
+    cfg.sft.sft_epochs = 3
+    cfg.sft.sft_batch_size = 8
+    cfg.sft.sft_learning_rate = 1e-3
+    cfg.run.output_dir = str(output_dir)
+    cfg.run.num_workers = 2
+    cfg.run.checkpoint_every = STEPS_PER_EPOCH
+    for key, value in run.items():
+        setattr(cfg.run, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def reference(ray_address, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("sft") / "reference"
+    return output_dir, run_pipeline(sft_config(output_dir))
+
+
+def weights(output_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(output_dir / "model.safetensors")
+
+
+def assert_same_weights(output_dir: Path, reference_dir: Path) -> None:
+    got, want = weights(output_dir), weights(reference_dir)
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)
+
+
+def rows(output_dir: Path, key: str) -> dict[int, float]:
+    return {r["step"]: r[key] for r in read_metrics(output_dir / "metrics.jsonl") if key in r}
+
+
+def generate(output_dir: Path, prompt: str) -> str:
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    model = AutoModelForCausalLM.from_pretrained(output_dir)
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**inputs, max_new_tokens=16, do_sample=False)
+    new_tokens = out[0, inputs["input_ids"].shape[1] :]
+    assert len(new_tokens) >= 1
+    return tokenizer.decode(new_tokens)
+
+
+def test_two_workers_loss_falls_on_held_out_split(reference):
+    output_dir, summary = reference
+    assert summary["sft"]["complete"] and summary["sft"]["step"] == 3 * STEPS_PER_EPOCH
+    eval_loss = rows(output_dir, "eval_loss")
+    assert sorted(eval_loss) == [0, 23, 46, 69]
+    assert eval_loss[STEPS_PER_EPOCH] < eval_loss[0] - 1.0  # one epoch
+    assert eval_loss[69] < eval_loss[STEPS_PER_EPOCH]
+    for name in (
+        "README.md",
+        "config.yaml",
+        "report.md",
+        "plots/sft_loss.png",
+        "plots/sft_learning_rate.png",
+        "plots/sft_objectives.png",
+    ):
+        assert (output_dir / name).exists(), name
+
+
+def test_output_loads_and_generates(reference):
+    output_dir, _ = reference
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    model = AutoModelForCausalLM.from_pretrained(output_dir)
+    assert model.generation_config.eos_token_id == [tokenizer.convert_tokens_to_ids("<|end|>")]
+    prompt = generation_prompt([Turn("user", "What is 2 plus 2?")], tokenizer, "standard", None)
+    generate(output_dir, prompt)
+
+
+def test_resume_matches_an_uninterrupted_run(reference, tmp_path):
+    output_dir = tmp_path / "stopped"
+    first = run_pipeline(sft_config(output_dir, stop_after_steps=30))  # mid-epoch 2
+    assert not first["sft"]["complete"] and first["sft"]["step"] == 30
+    assert not (output_dir / "model.safetensors").exists()
+    second = run_pipeline(sft_config(output_dir, resume=True))
+    assert second["sft"]["complete"] and second["sft"]["resumed"]
+    assert rows(output_dir, "resumed_from_step") == {30: 30}
+    assert sorted(rows(output_dir, "loss")) == list(range(1, 70))
+    assert_same_weights(output_dir, reference[0])
+
+
+def last_logged_step(output_dir: Path) -> int:
+    path = output_dir / "metrics.jsonl"
+    return max((r["step"] for r in read_metrics(path)), default=0) if path.exists() else 0
+
+
+def registered_checkpoints(run_dir: Path) -> str:
+    """The Train controller's record of the checkpoints it has registered (JSON text)."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    return snapshot.read_text() if snapshot.exists() else ""
+
+
+def test_killed_worker_restarts_from_the_last_checkpoint(reference, tmp_path):
+    output_dir = tmp_path / "killed"
+    cfg = sft_config(output_dir, max_failures=1)
+    first_checkpoint = f"step_{STEPS_PER_EPOCH:06d}"
+    killed: list[tuple[int, int]] = []
+
+    def kill_one_worker_after_the_first_checkpoint():
+        deadline = time.time() + 300
+        run_dir = stage_run_dir(cfg, "sft")
+        while first_checkpoint not in registered_checkpoints(run_dir) and time.time() < deadline:
+            time.sleep(0.02)
+        for process in psutil.Process().children(recursive=True):  # this test's cluster only
+            if "RayTrainWorker" in " ".join(process.cmdline()):
+                process.kill()
+                killed.append((process.pid, last_logged_step(output_dir)))
+                print(f"killed training worker pid {process.pid} after step {killed[0][1]}")
+                return
+
+    killer = threading.Thread(target=kill_one_worker_after_the_first_checkpoint, daemon=True)
+    killer.start()
+    summary = run_pipeline(cfg)
+    killer.join()
+    assert killed and STEPS_PER_EPOCH <= killed[0][1] < 3 * STEPS_PER_EPOCH  # mid-run
+    assert summary["sft"]["complete"]
+    assert rows(output_dir, "resumed_from_step") == {STEPS_PER_EPOCH: STEPS_PER_EPOCH}
+    assert_same_weights(output_dir, reference[0])
+
+
+def test_readme_example_commands(ray_address, tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    commands = {
+        "basic": [sys.executable, "-m", "ray_adlf.cli", "train", *BASIC],
+        "advanced": [sys.executable, str(REPO / "jobs" / "train.py"), *ADVANCED],
+    }
+    running = {
+        name: subprocess.Popen(
+            [*command, "--output_dir", str(tmp_path / name)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, command in commands.items()
+    }
+    for name, process in running.items():
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, f"{name}:\n{output[-3000:]}"
+
+    basic = tmp_path / "basic"
+    prompt = generation_prompt(
+        [Turn("user", "Hi")], AutoTokenizer.from_pretrained(basic), "standard", None
+    )
+    generate(basic, prompt)
+
+    advanced = tmp_path / "advanced"
+    tokenizer = AutoTokenizer.from_pretrained(advanced)
+    context = [Turn("user", "What is the capital of Peru?")]
+    generate(advanced, generation_prompt(context, tokenizer, "role_markers", 5.0))
+    generate(
+        advanced, critique_prompt([*context, Turn("assistant", "Lima.")], tokenizer, "role_markers")
+    )
+    last = read_metrics(advanced / "metrics.jsonl")
+    logged = {key for row in last for key in row}
+    assert {"lm_loss", "critique_loss", "contrastive_loss", "eval_critique_loss"} <= logged
+    assert list((advanced / "wandb").glob("offline-run-*"))
+    assert "self-critique (weight 0.3)" in (advanced / "README.md").read_text()
