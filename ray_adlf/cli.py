@@ -4,6 +4,7 @@
     ray-adlf data stats PATH [--model_name M]
     ray-adlf data format PATH --token-format {standard,role_markers,turn_markers} [--limit N]
     ray-adlf train [--config FILE.yaml] [flags]     (flags: ``ray-adlf train --help``)
+    ray-adlf score --data_path D --model_name M --output OUT.jsonl [reward flags]
     ray-adlf demo [--output_dir DIR]
 
 Errors in input files print ``PATH:LINE: reason`` on stderr and exit 1; bad flags exit 2.
@@ -82,7 +83,15 @@ def cmd_data_format(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from ray_adlf.train.pipeline import run_pipeline
 
-    run_pipeline(config_from_args(args))
+    summary = run_pipeline(config_from_args(args))
+    print(f"outputs in {summary['output_dir']}; run report: {summary.get('report', 'none')}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from ray_adlf.score import run_score
+
+    print(f"reward parts written to {run_score(config_from_args(args), args.output)}")
     return 0
 
 
@@ -158,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(train)
     train.set_defaults(handler=cmd_train)
 
+    score = commands.add_parser(
+        "score", help="every reward part of a dataset's assistant turns, as JSONL"
+    )
+    add_config_flags(score)
+    score.add_argument("--output", required=True, help="JSONL file to write")
+    score.set_defaults(handler=cmd_score)
+
     demo = commands.add_parser("demo", help="the whole pipeline on the tiny model and sample")
     demo.add_argument("--output_dir", "--output-dir", default="outputs/demo", dest="output_dir")
     demo.set_defaults(handler=cmd_demo)
@@ -167,12 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ray-adlf`` console script; returns the exit code."""
     from ray_adlf.data.validate import DataError
+    from ray_adlf.rewards.plugins import RewardPluginError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except DataError as err:
+    except (DataError, RewardPluginError) as err:
         print(str(err), file=sys.stderr)
         return 1
     except ConfigError as err:

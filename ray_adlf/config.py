@@ -175,6 +175,13 @@ class PPOConfig:
     )
     critic_mode: Literal["shared", "separate"] = _flag("shared", "value head placement")
     reference_placement: Literal["colocated", "actor"] = _flag("colocated", "reference model")
+    eval_every: int = _flag(0, "rounds between held-out evaluations (0 = off)")
+    eval_prompts: int = _flag(32, "held-out prompts per evaluation (greedy responses)")
+    eval_reward_model_path: str | None = _flag(
+        None, "evaluation reward model (trained on data disjoint from the training one's)"
+    )
+    kl_budget: float = _flag(10.0, "evaluation: KL per sequence allowed before the penalty")
+    kl_budget_penalty: float = _flag(0.1, "evaluation: objective lost per unit of KL over budget")
 
 
 @dataclass
@@ -395,6 +402,9 @@ def validate(cfg: Config) -> Config:
         "must be >= --length_band_min",
     )
     _require(cfg.ppo.ppo_max_grad_norm >= 0, "ppo_max_grad_norm", "must be >= 0")
+    for flag in ("eval_every", "kl_budget", "kl_budget_penalty"):
+        _require(getattr(cfg.ppo, flag) >= 0, flag, "must be >= 0")
+    _require(cfg.ppo.eval_prompts >= 1, "eval_prompts", "must be >= 1")
     _require(
         cfg.ppo.ppo_batch_size % cfg.run.num_workers == 0,
         "ppo_batch_size",

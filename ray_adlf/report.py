@@ -9,6 +9,12 @@ the later row wins. Plots per stage, drawn with matplotlib's Agg backend into ``
 - ``<stage>_objectives.png``: every per-objective loss (keys ending ``_loss`` other than
   ``loss``, ``eval_loss``, ``train_loss``), training solid, held-out (``eval_*``) dashed
 
+The RLHF stage (``rlhf``, x axis = round) has its own set: ``reward`` (the ADLF reward and every
+reward part: external, internal and each internal signal), ``kl`` and ``beta``, ``ppo`` (policy
+and value loss, entropy, clip fraction, approx KL), ``lengths`` (response length), ``mismatch``
+(engine vs learner logprobs), ``timings`` (seconds per phase) and ``eval`` (the held-out
+objective, when evaluated).
+
 ``report.md`` holds the caller's summary lines and, per stage, a table of each plotted series'
 first and last value, then the plots.
 """
@@ -21,6 +27,18 @@ from typing import Any
 from ray_adlf.tracking import read_metrics
 
 TOTAL_KEYS = ("loss", "eval_loss", "train_loss")
+REWARD_PARTS = (
+    "reward",
+    "external",
+    "internal",
+    "coherence",
+    "length",
+    "fluency",
+    "faithfulness",
+    "debate",
+    "plugin",
+    "http",
+)
 
 
 def metric_series(rows: list[dict[str, Any]], stage: str, key: str) -> list[tuple[int, float]]:
@@ -37,7 +55,9 @@ def objective_keys(rows: list[dict[str, Any]], stage: str) -> list[str]:
     return sorted(k for k in keys if k.endswith("_loss") and k not in TOTAL_KEYS)
 
 
-def _plot(series: dict[str, list[tuple[int, float]]], title: str, ylabel: str, path: Path) -> None:
+def _plot(
+    series: dict[str, list[tuple[int, float]]], title: str, ylabel: str, xlabel: str, path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,7 +68,7 @@ def _plot(series: dict[str, list[tuple[int, float]]], title: str, ylabel: str, p
         steps, values = zip(*points)
         style = "--o" if label.startswith("eval") else "-"
         axes.plot(steps, values, style, label=label, markersize=3)
-    axes.set(title=title, xlabel="optimizer step", ylabel=ylabel)
+    axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
@@ -56,19 +76,40 @@ def _plot(series: dict[str, list[tuple[int, float]]], title: str, ylabel: str, p
     plt.close(figure)
 
 
+def wanted_plots(rows: list[dict[str, Any]], stage: str) -> dict[str, tuple[str, list[str]]]:
+    """``{file name: (y label, metric keys)}`` for a stage (module docstring)."""
+    if stage != "rlhf":
+        return {
+            f"{stage}_loss.png": ("loss", ["loss", "eval_loss"]),
+            f"{stage}_learning_rate.png": ("learning rate", ["learning_rate"]),
+            f"{stage}_objectives.png": ("per-objective loss", objective_keys(rows, stage)),
+        }
+    keys = sorted({key for row in rows if row.get("stage") == stage for key in row})
+    return {
+        "rlhf_reward.png": ("reward (parts)", [k for k in REWARD_PARTS if k in keys]),
+        "rlhf_kl.png": ("KL per sequence", ["kl"]),
+        "rlhf_beta.png": ("KL coefficient beta", ["beta"]),
+        "rlhf_ppo.png": (
+            "PPO statistics",
+            [k for k in keys if k.startswith("ppo/") and k != "ppo/grad_norm"],
+        ),
+        "rlhf_lengths.png": ("response tokens", ["response_length"]),
+        "rlhf_mismatch.png": ("mean |engine - learner| logprob", ["logprob_mismatch"]),
+        "rlhf_timings.png": ("seconds", [k for k in keys if k.startswith("time/")]),
+        "rlhf_eval.png": ("held-out evaluation", [k for k in keys if k.startswith("eval/")]),
+    }
+
+
 def plot_stage(rows: list[dict[str, Any]], stage: str, plot_dir: Path) -> dict[str, dict]:
     """Draw the stage's plots; return ``{file name: {series: points}}`` for the drawn ones."""
-    wanted = {
-        f"{stage}_loss.png": ("loss", ["loss", "eval_loss"]),
-        f"{stage}_learning_rate.png": ("learning rate", ["learning_rate"]),
-        f"{stage}_objectives.png": ("per-objective loss", objective_keys(rows, stage)),
-    }
+    wanted = wanted_plots(rows, stage)
+    xlabel = "round" if stage == "rlhf" else "optimizer step"
     plot_dir.mkdir(parents=True, exist_ok=True)
     drawn = {}
     for name, (ylabel, keys) in wanted.items():
         series = {key: points for key in keys if (points := metric_series(rows, stage, key))}
         if series:
-            _plot(series, f"{stage}: {ylabel}", ylabel, plot_dir / name)
+            _plot(series, f"{stage}: {ylabel}", ylabel, xlabel, plot_dir / name)
             drawn[name] = series
     return drawn
 

@@ -63,6 +63,11 @@ def stage_run_name(cfg: Config, stage: str) -> str:
     return f"{run_name(cfg)}-{stage}"
 
 
+def stage_output_dir(cfg: Config, stage: str) -> Path:
+    """Where a stage's model lands: ``<output_dir>/<stage>`` (sft, reward_model, rlhf, ...)."""
+    return Path(cfg.run.output_dir) / stage
+
+
 def stage_run_dir(cfg: Config, stage: str) -> Path:
     return storage_path(cfg) / stage_run_name(cfg, stage)
 

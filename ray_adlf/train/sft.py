@@ -2,8 +2,9 @@
 
 ``run_sft`` (driver): checks the resume rules (``common.prepare_stage_run``), puts the split
 records in the object store, runs ``sft_worker_loop`` on a ``TorchTrainer`` and, when the run
-is complete, copies the final model + tokenizer from the last checkpoint into ``output_dir``
-with a model card and the config. A session ended by ``--stop_after_steps`` writes no model; the
+is complete, copies the final model + tokenizer from the last checkpoint into
+``output_dir/sft`` with a model card and the config (the pipeline publishes the last policy
+stage's model to ``output_dir`` itself). A session ended by ``--stop_after_steps`` writes no model; the
 same command (or ``--resume``) continues it.
 
 ``sft_worker_loop`` (every worker): tokenizer (+ the format's special tokens, embeddings resized)
@@ -16,6 +17,7 @@ end-of-turn token.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import shutil
@@ -42,6 +44,7 @@ from ray_adlf.train.common import (
     precision,
     prepare_stage_run,
     run_name,
+    stage_output_dir,
     write_model_outputs,
 )
 
@@ -275,8 +278,12 @@ def run_sft(cfg: Config, train_records: list[Record], eval_records: list[Record]
         **{k: metrics[k] for k in ("step", "max_steps", "loss", "eval_loss") if k in metrics},
     }
     if complete:
+        out_cfg = copy.deepcopy(cfg)
+        out_cfg.run.output_dir = str(stage_output_dir(cfg, STAGE))
         with result.checkpoint.as_directory() as checkpoint_dir:
-            write_model_outputs(checkpoint_dir, cfg, sft_model_card(cfg, metrics))
+            summary["path"] = str(
+                write_model_outputs(checkpoint_dir, out_cfg, sft_model_card(cfg, metrics))
+            )
     else:
         log.warning(
             "%s: stopped at step %d of %d; run the same command again (or add "

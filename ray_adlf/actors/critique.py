@@ -1,0 +1,130 @@
+"""Critique agents as Ray actors: one ``CritiqueActor`` per critic, a ``CritiquePool`` that
+runs the debate protocol (``debate/protocol.py``) over them.
+
+Each round sends every actor its requests at once, so the K critics judge in parallel; the
+pool waits for all K before the next round (round r + 1 needs round r's critiques).
+``sync_weights`` gives critics on the policy the learner's new weights (one ``ray.put``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import ray
+import torch
+
+from ray_adlf.config import Config
+from ray_adlf.data.records import Turn
+from ray_adlf.debate.critics import CriticSpec, make_critic
+from ray_adlf.debate.protocol import DebateResult, JudgeRequest, Verdict, run_debate
+from ray_adlf.engines.weights import PackedWeights, pack_state_dict, unpack_state_dict
+
+
+@ray.remote
+class CritiqueActor:
+    """One critic (``debate.critics.Critic``) in one Ray actor process."""
+
+    def __init__(self, spec: CriticSpec) -> None:
+        self.critic = make_critic(spec)
+
+    def ready(self) -> bool:
+        return True
+
+    def judge(self, requests: list[JudgeRequest]) -> list[Verdict]:
+        return self.critic.judge(requests)
+
+    def load_weights(self, packed: PackedWeights) -> None:
+        self.critic.backend.load_state_dict(unpack_state_dict(packed))
+
+
+def critic_specs(cfg: Config, policy_model: str, reference_model: str) -> list[CriticSpec]:
+    """``--num_critics`` specs on ``--critic_engine``, personas 0..K-1, seeds ``seed + k``."""
+    debate = cfg.debate
+    if debate.critic_engine == "policy":
+        engine, model, url = "hf", policy_model, None
+    elif debate.critic_engine == "reference":
+        engine, model, url = "hf", reference_model, None
+    elif debate.critic_engine == "model":
+        engine, model, url = "hf", str(debate.critic_model), None
+    elif debate.critic_engine == "http":
+        engine, model, url = "http", debate.critic_model or "default", debate.critic_url
+    else:
+        raise ValueError(f"unknown critic engine {debate.critic_engine!r}")
+    return [
+        CriticSpec(
+            engine=engine,
+            model=model,
+            persona=k,
+            url=url,
+            max_new_tokens=debate.critique_max_new_tokens,
+            temperature=debate.critic_temperature,
+            seed=cfg.run.seed + k,
+            timeout=debate.critic_timeout,
+            retries=debate.critic_retries,
+        )
+        for k in range(debate.num_critics)
+    ]
+
+
+def wait_until_ready(actors: list, kind: str, num_cpus: float, timeout_s: float) -> None:
+    """Wait for every actor's constructor; a clear error instead of waiting forever when the
+    cluster cannot place them."""
+    try:
+        ray.get([actor.ready.remote() for actor in actors], timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        for actor in actors:
+            ray.kill(actor)
+        free = ray.available_resources().get("CPU", 0.0)
+        raise RuntimeError(
+            f"{len(actors)} {kind}(s) asking {num_cpus} CPU each did not start within "
+            f"{timeout_s:.0f} s ({free:g} CPUs free in the cluster): lower their CPU request "
+            f"or the number of workers"
+        ) from None
+
+
+class CritiquePool:
+    """K CritiqueActors debating in ``rounds`` rounds, aggregated by ``aggregate``."""
+
+    def __init__(
+        self,
+        specs: Sequence[CriticSpec],
+        rounds: int,
+        aggregate: str,
+        num_cpus: float,
+        startup_timeout_s: float = 600.0,
+    ) -> None:
+        options = CritiqueActor.options(
+            num_cpus=num_cpus,
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, math.floor(num_cpus)))}},
+        )
+        self.actors = [options.remote(spec) for spec in specs]
+        wait_until_ready(self.actors, "CritiqueActor", num_cpus, startup_timeout_s)
+        self.rounds, self.aggregate = rounds, aggregate
+
+    @classmethod
+    def from_config(cls, cfg: Config, policy_model: str, reference_model: str) -> CritiquePool:
+        specs = critic_specs(cfg, policy_model, reference_model)
+        debate = cfg.debate
+        return cls(specs, debate.debate_rounds, debate.debate_aggregate, debate.critic_num_cpus)
+
+    def _judge(self, requests: list[list[JudgeRequest]]) -> list[list[Verdict]]:
+        return ray.get([a.judge.remote(r) for a, r in zip(self.actors, requests)])
+
+    def debate(
+        self, contexts: Sequence[Sequence[Turn]], responses: Sequence[str]
+    ) -> list[DebateResult]:
+        """The debate over each response (``debate.protocol.run_debate``)."""
+        return run_debate(
+            contexts, responses, len(self.actors), self.rounds, self.aggregate, self._judge
+        )
+
+    def sync_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Load new weights into every critic (critics on the policy follow the learner)."""
+        ref = ray.put(pack_state_dict(state_dict))
+        ray.get([actor.load_weights.remote(ref) for actor in self.actors])
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []

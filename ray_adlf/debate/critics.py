@@ -1,0 +1,275 @@
+"""Critique agents: a ``Critic`` (persona + prompts + score reading) on a backend.
+
+Backends (one explicit class each):
+
+- ``HFCriticBackend``: a local causal LM (the policy, the reference model, or another model).
+  Critiques are sampled with ``model.generate``; score masses are the next-token softmax
+  probabilities after the ``Score:`` cue, summed per score over the single-token spellings
+  ``"s"`` and ``" s"`` of each score s = 0..5.
+- ``HTTPCriticBackend``: an OpenAI-compatible ``POST {base_url}/completions`` server (e.g.
+  ``vllm serve``). Critiques: ``{"model", "prompt": [...], "max_tokens", "temperature",
+  "seed"}`` -> ``choices[i].text``. Score masses: ``max_tokens = 1``, ``temperature = 0``,
+  ``logprobs = 20`` -> ``exp`` of ``choices[i].logprobs.top_logprobs[0]`` summed per score over
+  the tokens that read as that digit once stripped; no logprobs in the answer -> no masses.
+
+A backend failure (``CriticBackendError``: the server is down, times out or answers nonsense)
+turns the affected verdicts into counted failures; it never ends a round.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ray_adlf.debate.prompts import SCORE_CUE, clean_critique, first_round_prompt, revision_prompt
+from ray_adlf.debate.protocol import (
+    SCORE_VALUES,
+    JudgeRequest,
+    Verdict,
+    expected_score,
+    parse_score_text,
+)
+from ray_adlf.http_json import HTTPJSONError, post_json
+from ray_adlf.models.loading import load_causal_lm, load_tokenizer
+
+SCORE_TEXT_TOKENS = 4
+TOP_LOGPROBS = 20
+
+
+class CriticBackendError(RuntimeError):
+    """A critic backend could not produce an answer (network, time-out, malformed answer)."""
+
+
+class HFCriticBackend:
+    """A local transformers causal LM as critic engine."""
+
+    def __init__(self, model_path: str, batch_size: int = 8) -> None:
+        self.tokenizer = load_tokenizer(model_path)
+        self.model = load_causal_lm(model_path).eval()
+        self.batch_size = batch_size
+        self.max_positions = getattr(self.model.config, "max_position_embeddings", 2048)
+        self.score_token_ids = [self._single_tokens(str(s)) for s in SCORE_VALUES]
+
+    def _single_tokens(self, digit: str) -> list[int]:
+        ids = set()
+        for spelling in (digit, " " + digit):
+            encoded = self.tokenizer(spelling, add_special_tokens=False)["input_ids"]
+            if len(encoded) == 1:
+                ids.add(encoded[0])
+        return sorted(ids)
+
+    def _batch(self, prompts: Sequence[str], room: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ids and mask; each prompt keeps its last ``max_positions - room`` tokens."""
+        rows = [self.tokenizer(p)["input_ids"][-(self.max_positions - room) :] for p in prompts]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+        return ids, mask
+
+    @torch.no_grad()
+    def complete(
+        self, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int
+    ) -> list[str]:
+        texts = []
+        torch.manual_seed(seed)
+        for start in range(0, len(prompts), self.batch_size):
+            ids, mask = self._batch(prompts[start : start + self.batch_size], max_new_tokens)
+            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **(sampling if temperature > 0 else {"do_sample": False}),
+            )
+            texts += self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+        return texts
+
+    @torch.no_grad()
+    def score_masses(self, prompts: Sequence[str]) -> list[list[float] | None]:
+        if not any(self.score_token_ids):
+            return [None] * len(prompts)
+        masses: list[list[float] | None] = []
+        for start in range(0, len(prompts), self.batch_size):
+            ids, mask = self._batch(prompts[start : start + self.batch_size], 1)
+            logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1].float()
+            probs = torch.softmax(logits, dim=-1)
+            for row in probs:
+                masses.append([float(row[t].sum()) for t in self.score_token_ids])
+        return masses
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """New weights (a critic on the policy follows the learner)."""
+        self.model.load_state_dict(state)
+
+
+class HTTPCriticBackend:
+    """An OpenAI-compatible completions endpoint as critic engine."""
+
+    def __init__(self, base_url: str, model: str, timeout: float, retries: int) -> None:
+        self.url = base_url.rstrip("/") + "/completions"
+        self.model, self.timeout, self.retries = model, timeout, retries
+
+    def _choices(self, payload: dict, n: int) -> list[dict]:
+        try:
+            answer = post_json(self.url, payload, self.timeout, self.retries)
+        except HTTPJSONError as err:
+            raise CriticBackendError(str(err)) from err
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not isinstance(choices, list) or len(choices) != n:
+            raise CriticBackendError(
+                f"POST {self.url}: expected {n} choices, got {str(answer)[:200]!r}"
+            )
+        if not all(isinstance(c, dict) for c in choices):
+            raise CriticBackendError(f"POST {self.url}: choices must be objects")
+        return sorted(choices, key=lambda c: c.get("index", 0))
+
+    def complete(
+        self, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int
+    ) -> list[str]:
+        payload = {
+            "model": self.model,
+            "prompt": list(prompts),
+            "max_tokens": max_new_tokens,
+            "temperature": temperature,
+            "seed": seed,
+        }
+        choices = self._choices(payload, len(prompts))
+        return [c["text"] if isinstance(c.get("text"), str) else "" for c in choices]
+
+    def score_masses(self, prompts: Sequence[str]) -> list[list[float] | None]:
+        payload = {
+            "model": self.model,
+            "prompt": list(prompts),
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": TOP_LOGPROBS,
+        }
+        return [_masses_from_top_logprobs(c) for c in self._choices(payload, len(prompts))]
+
+
+def _masses_from_top_logprobs(choice: dict) -> list[float] | None:
+    """Per-score probability mass from ``choice.logprobs.top_logprobs[0]``, or None."""
+    logprobs = choice.get("logprobs")
+    top = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
+    if not isinstance(top, list) or not top or not isinstance(top[0], dict):
+        return None
+    masses = [0.0] * len(SCORE_VALUES)
+    for token, logprob in top[0].items():
+        text = str(token).strip()
+        if text.isdigit() and int(text) in SCORE_VALUES and isinstance(logprob, (int, float)):
+            masses[int(text)] += math.exp(logprob)
+    return masses
+
+
+CriticBackend = HFCriticBackend | HTTPCriticBackend
+
+
+class Critic:
+    """One critique agent: ``judge(requests) -> verdicts`` for one round over a batch."""
+
+    def __init__(
+        self,
+        backend: CriticBackend,
+        persona: int,
+        max_new_tokens: int,
+        temperature: float,
+        seed: int,
+    ) -> None:
+        self.backend, self.persona = backend, persona
+        self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
+        self.calls = 0
+
+    def _prompt(self, request: JudgeRequest) -> str:
+        if request.round == 1 or request.own is None:
+            return first_round_prompt(self.persona, request.context, request.response)
+        return revision_prompt(
+            self.persona,
+            request.context,
+            request.response,
+            request.round - 1,
+            (request.own.critique, request.own.score),
+            [(peer.critique, peer.score) for peer in request.peers],
+        )
+
+    def judge(self, requests: Sequence[JudgeRequest]) -> list[Verdict]:
+        prompts = [self._prompt(r) for r in requests]
+        self.calls += 1
+        seed = self.seed * 100_003 + self.calls
+        try:
+            critiques = [
+                clean_critique(text)
+                for text in self.backend.complete(
+                    prompts, self.max_new_tokens, self.temperature, seed
+                )
+            ]
+        except CriticBackendError as err:
+            return [Verdict("", None, "failed", str(err)) for _ in requests]
+        cued = [f"{p} {c}{SCORE_CUE}" for p, c in zip(prompts, critiques)]
+        try:
+            masses = self.backend.score_masses(cued)
+        except CriticBackendError:
+            masses = [None] * len(cued)
+        verdicts = []
+        for prompt, critique, mass in zip(cued, critiques, masses):
+            score = expected_score(mass) if mass is not None else None
+            verdicts.append(
+                Verdict(critique, score, "probs")
+                if score is not None
+                else self._score_from_text(prompt, critique)
+            )
+        return verdicts
+
+    def _score_from_text(self, cued_prompt: str, critique: str) -> Verdict:
+        """Fallback: generate a few tokens after the cue and parse a number in [0, 5]."""
+        try:
+            text = self.backend.complete([cued_prompt], SCORE_TEXT_TOKENS, 0.0, self.seed)[0]
+        except CriticBackendError as err:
+            return Verdict(critique, None, "failed", str(err))
+        score = parse_score_text(text)
+        if score is None:
+            return Verdict(critique, None, "failed", f"no score in {text[:40]!r}")
+        return Verdict(critique, score, "text")
+
+
+@dataclass(frozen=True)
+class CriticSpec:
+    """How to build one critic: ``engine`` ``"hf"`` (``model`` = path or name) or ``"http"``
+    (``url`` = OpenAI-compatible base URL, ``model`` = the name sent to the server)."""
+
+    engine: str
+    model: str
+    persona: int
+    url: str | None = None
+    max_new_tokens: int = 32
+    temperature: float = 0.7
+    seed: int = 0
+    timeout: float = 30.0
+    retries: int = 1
+
+
+def make_backend(spec: CriticSpec) -> CriticBackend:
+    if spec.engine == "hf":
+        return HFCriticBackend(spec.model)
+    if spec.engine == "http":
+        if not spec.url:
+            raise ValueError("an http critic needs a url")
+        return HTTPCriticBackend(spec.url, spec.model, spec.timeout, spec.retries)
+    raise ValueError(f"unknown critic engine {spec.engine!r}")
+
+
+def make_critic(spec: CriticSpec, backend: CriticBackend | None = None) -> Critic:
+    """A critic from its spec; pass ``backend`` to share one model between critics."""
+    return Critic(
+        backend or make_backend(spec),
+        spec.persona,
+        spec.max_new_tokens,
+        spec.temperature,
+        spec.seed,
+    )

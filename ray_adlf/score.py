@@ -1,0 +1,121 @@
+"""``ray-adlf score``: every reward part for the assistant turns of a dataset, as JSONL.
+
+Each assistant turn of each record is scored as a response to the turns before it, with the
+same actors and combiner the RL round uses (``actors.reward.compute_adlf_rewards``): the
+reward model (``--reward_model_path``; needed unless ``--adlf_alpha 1``), the enabled internal
+signals on the reference model ``--model_name``, plugins, and the debate
+(``--use_debate_reward``). One output line per assistant turn::
+
+    {"source": "data.jsonl", "line": 3, "turn": 1, "last_turn": true, "meta_eval_score": 4.5,
+     "context": [{"role": "user", "content": "..."}], "response": "...", "reward": 0.61,
+     "parts": {"external": 0.8, "fluency": 0.02, ..., "internal": 0.4, "reward_raw": 0.61},
+     "debate": [{"critic": 0, "critique": "...", "score": 3.2, "source": "probs"}, ...]}
+
+``meta_eval_score`` is the record's human score, which rates the conversation's last
+assistant turn (``last_turn``). ``debate`` lists the last round's verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ray_adlf.config import Config, ConfigError
+from ray_adlf.data.records import Record, Turn
+from ray_adlf.data.sample import sample_path
+from ray_adlf.data.validate import read_records
+from ray_adlf.rewards.plugins import contexts_as_json
+from ray_adlf.rewards.scorer import make_combiner
+
+
+def assistant_turns(records: list[Record]) -> list[tuple[Record, int, tuple[Turn, ...], str]]:
+    """``(record, turn index, context, response)`` for every assistant turn."""
+    return [
+        (record, i, record.conversation[:i], turn.content)
+        for record in records
+        for i, turn in enumerate(record.conversation)
+        if turn.role == "assistant"
+    ]
+
+
+def last_assistant_index(record: Record) -> int:
+    return max(i for i, t in enumerate(record.conversation) if t.role == "assistant")
+
+
+def run_score(cfg: Config, output: str | Path, batch_size: int = 64) -> Path:
+    """Score ``cfg.data.data_path`` into ``output`` (JSONL); returns its path.
+
+    Starts a local Ray cluster unless one is already initialised (and then shuts it down).
+    """
+    import ray
+
+    from ray_adlf.actors.critique import CritiquePool
+    from ray_adlf.actors.reward import RewardPool, compute_adlf_rewards
+
+    reward_model = cfg.reward_model.reward_model_path
+    if cfg.rewards.adlf_alpha < 1.0 and not reward_model:
+        raise ConfigError(
+            "--reward_model_path: needed for the external reward unless --adlf_alpha 1"
+        )
+    path = str(sample_path()) if cfg.data.data_path == "sample" else cfg.data.data_path
+    records = read_records(
+        path, cfg.data.lenient, cfg.data.max_bad_fraction, cfg.data.max_line_bytes
+    ).records
+    items = assistant_turns(records)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(include_dashboard=False)
+    reference = cfg.model.model_name
+    combiner = make_combiner(cfg.rewards)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pool = critics = None
+    try:
+        pool = RewardPool.from_config(cfg, reference, reward_model)
+        if cfg.rewards.use_debate_reward:
+            critics = CritiquePool.from_config(cfg, reference, reference)
+        with output.open("w", encoding="utf-8") as out:
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                batch = compute_adlf_rewards(
+                    [c for _, _, c, _ in chunk],
+                    [r for _, _, _, r in chunk],
+                    None,
+                    pool,
+                    combiner,
+                    critics,
+                )
+                for j, (record, turn, context, response) in enumerate(chunk):
+                    row = {
+                        "source": record.source,
+                        "line": record.line,
+                        "turn": turn,
+                        "last_turn": turn == last_assistant_index(record),
+                        "meta_eval_score": record.score,
+                        "context": contexts_as_json([context])[0],
+                        "response": response,
+                        "reward": float(batch.rewards[j]),
+                        "parts": {k: float(v[j]) for k, v in batch.parts.items()},
+                    }
+                    if batch.debate is not None:
+                        row["debate"] = [
+                            {
+                                "critic": k,
+                                "critique": v.critique,
+                                "score": v.score,
+                                "source": v.source,
+                            }
+                            for k, v in enumerate(batch.debate[j].rounds[-1])
+                        ]
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                means = ", ".join(f"{k} {v:.3f}" for k, v in batch.means().items())
+                print(f"[score] {start + len(chunk)}/{len(items)}: {means}", flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        if critics is not None:
+            critics.shutdown()
+        if started_ray:
+            ray.shutdown()
+    print(f"[score] wrote {len(items)} rows to {output}", flush=True)
+    return output

@@ -1,0 +1,220 @@
+"""The PPO learner's two steps on one rank's shard: build the experience, then update.
+
+No Ray here: plain torch over a packed batch (``models.policy.pack_sequences``). Statistics that
+span ranks (whitening, KL) are all-reduced when ``torch.distributed`` is initialised, so N ranks
+compute what one rank would on the whole batch.
+
+Experience, per response token t (mask m_t):
+
+- old and reference logprobs at the sampling temperature T: ``log_softmax(logits / T)[y_t]``;
+- ``kl_t = estimator(logp_old_t, logp_ref_t)`` (k1, k2 or k3);
+- ``gae``: ``r_t = -beta kl_t`` plus the ADLF score at the last token (``beta = 0`` with
+  ``--kl_in_loss``), advantages by GAE over the value head's ``V(s_t)``, whitened over every
+  valid token of the whole batch; returns = A + V;
+- ``grpo`` / ``rloo``: a sequence return ``score - beta * sum_t kl_t``, its group baseline
+  (GRPO: divided by the group's std; RLOO: leave-one-out mean), the same advantage on every
+  token of the response; no value head.
+
+Update: ``ppo_epochs`` passes; each pass shuffles the shard (a generator seeded by the caller)
+into equal minibatches and takes one optimizer step per minibatch on
+
+    loss = policy_loss + vf_coef * value_loss - entropy_coef * entropy [+ beta * kl_loss]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ray_adlf.algo import (
+    broadcast_to_tokens,
+    gae,
+    group_advantages,
+    kl_estimate,
+    kl_loss,
+    masked_mean,
+    per_token_rewards,
+    policy_loss,
+    value_loss,
+)
+from ray_adlf.models.policy import response_forward
+
+
+def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
+
+
+def global_masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean of ``x`` [B, T] over valid tokens of every rank."""
+    total = _all_reduce_sum(torch.stack([(x * mask).sum(), mask.sum()]).double())
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+def global_row_mean(x: torch.Tensor) -> float:
+    """Mean of ``x`` [B] over the rows of every rank."""
+    total = _all_reduce_sum(
+        torch.stack([x.sum(), torch.tensor(float(x.numel()), device=x.device)]).double()
+    )
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+def global_masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``(x - mean) / sqrt(var + eps)`` with mean and biased var over valid tokens of every rank;
+    0 at masked positions. [B, T] -> [B, T]."""
+    mask = mask.to(x.dtype)
+    sums = _all_reduce_sum(
+        torch.stack([(x * mask).sum(), (x * x * mask).sum(), mask.sum()]).double()
+    )
+    count = sums[2].clamp(min=1)
+    mean = sums[0] / count
+    var = (sums[1] / count - mean * mean).clamp(min=0)
+    return ((x - mean) * torch.rsqrt(var + eps)).to(x.dtype) * mask
+
+
+@dataclass
+class Experience:
+    """One rank's shard, ready for PPO. Token tensors are [B, T]; ``scores`` [B]."""
+
+    batch: dict[str, torch.Tensor]
+    mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    kl: torch.Tensor
+    advantages: torch.Tensor
+    values: torch.Tensor | None
+    returns: torch.Tensor | None
+    scores: torch.Tensor
+
+    def rows(self, index: torch.Tensor) -> Experience:
+        """The experience of rows ``index``."""
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return Experience(
+            batch={k: v[index] for k, v in self.batch.items()},
+            mask=self.mask[index],
+            old_logprobs=self.old_logprobs[index],
+            ref_logprobs=self.ref_logprobs[index],
+            kl=self.kl[index],
+            advantages=self.advantages[index],
+            values=pick(self.values),
+            returns=pick(self.returns),
+            scores=self.scores[index],
+        )
+
+
+@torch.no_grad()
+def make_experience(
+    model,
+    ref_logprobs: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    scores: torch.Tensor,
+    *,
+    temperature: float,
+    beta: float,
+    kl_estimator: str,
+    kl_in_loss: bool,
+    advantage: str,
+    gamma: float,
+    lam: float,
+    group_size: int,
+) -> Experience:
+    """Old logprobs (and values) from ``model``, KL, shaped rewards and advantages (module doc).
+
+    ``ref_logprobs`` [B, T] come from the frozen reference; ``scores`` [B] are the ADLF rewards.
+    Rows of one prompt group must be adjacent and on one rank for ``grpo``/``rloo``.
+    """
+    mask = batch["response_mask"].float()
+    out = response_forward(model, batch, temperature, with_values=advantage == "gae")
+    old_logprobs = out["logprobs"] * mask
+    kl = kl_estimate(old_logprobs, ref_logprobs, kl_estimator) * mask
+    penalty = 0.0 if kl_in_loss else beta
+    values = returns = None
+    if advantage == "gae":
+        values = out["values"] * mask
+        token_rewards = per_token_rewards(scores, kl, mask, penalty)
+        raw, returns = gae(token_rewards, values, mask, gamma, lam)
+        advantages = global_masked_whiten(raw, mask)
+    else:
+        sequence_return = scores - penalty * kl.sum(dim=1)
+        per_sequence = group_advantages(
+            sequence_return, group_size, advantage, normalize_std=advantage == "grpo"
+        )
+        advantages = broadcast_to_tokens(per_sequence, mask)
+    return Experience(
+        batch, mask, old_logprobs, ref_logprobs * mask, kl, advantages, values, returns, scores
+    )
+
+
+def ppo_update(
+    model,
+    optimizer,
+    scheduler,
+    experience: Experience,
+    *,
+    epochs: int,
+    num_minibatches: int,
+    clip_eps: float,
+    vf_coef: float,
+    value_clip_eps: float,
+    entropy_coef: float,
+    kl_in_loss: bool,
+    beta: float,
+    kl_estimator: str,
+    temperature: float,
+    max_grad_norm: float,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """``epochs`` passes of minibatch PPO over ``experience``; returns mean loss statistics."""
+    rows = experience.mask.shape[0]
+    totals: dict[str, float] = {}
+    steps = 0
+    for _ in range(epochs):
+        order = torch.randperm(rows, generator=generator)
+        for index in torch.tensor_split(order, num_minibatches):
+            part = experience.rows(index)
+            out = response_forward(
+                model,
+                part.batch,
+                temperature,
+                with_values=part.values is not None,
+                with_entropy=True,
+            )
+            loss, stats = policy_loss(
+                out["logprobs"], part.old_logprobs, part.advantages, part.mask, clip_eps
+            )
+            entropy = masked_mean(out["entropy"], part.mask)
+            loss = loss - entropy_coef * entropy
+            step_stats = {
+                "policy_loss": loss.item(),
+                "entropy": entropy.item(),
+                "clip_fraction": stats["clip_fraction"].item(),
+                "approx_kl": stats["approx_kl"].item(),
+            }
+            if part.values is not None:
+                v_loss, v_stats = value_loss(
+                    out["values"], part.values, part.returns, part.mask, value_clip_eps
+                )
+                loss = loss + vf_coef * v_loss
+                step_stats.update(
+                    value_loss=v_loss.item(), value_clip_fraction=v_stats["clip_fraction"].item()
+                )
+            if kl_in_loss:
+                kl_term = kl_loss(out["logprobs"], part.ref_logprobs, part.mask, kl_estimator)
+                loss = loss + beta * kl_term
+                step_stats["kl_loss"] = kl_term.item()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if max_grad_norm > 0:
+                step_stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), max_grad_norm
+                ).item()
+            optimizer.step()
+            scheduler.step()
+            for key, value in step_stats.items():
+                totals[key] = totals.get(key, 0.0) + value
+            steps += 1
+    return {key: value / max(steps, 1) for key, value in totals.items()}

@@ -1,0 +1,144 @@
+"""The PPO round driver end to end on the tiny model: learning, adaptive KL, exact resume.
+
+The reward is a verifiable plugin (``plugins/digits.py``: the share of response words that are
+numbers) with ``--adlf_alpha 1``, so no reward model is needed and a rise is unambiguous.
+"""
+
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+from transformers import AutoModelForCausalLM
+
+from ray_adlf.config import Config, validate
+from ray_adlf.data.sample import sample_path
+from ray_adlf.data.validate import read_records
+from ray_adlf.models.loading import resolve_model_path
+from ray_adlf.tracking import read_metrics
+from ray_adlf.train.ppo import run_rlhf
+
+pytestmark = pytest.mark.integration
+ROUNDS = 50
+PLUGIN = f"{Path(__file__).parent / 'plugins' / 'digits.py'}:digit_share"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def records():
+    return read_records(sample_path()).records[:64]
+
+
+def rl_config(output_dir: Path, **overrides) -> Config:
+    cfg = Config()
+    cfg.data.max_seq_length = 96
+    cfg.rollout.rollout_engine = "hf"
+    cfg.rollout.rollout_num_cpus = 0.5
+    cfg.rollout.max_new_tokens = 12
+    cfg.rewards.adlf_alpha = 1.0
+    cfg.rewards.use_fluency_reward = False
+    cfg.rewards.reward_plugin = PLUGIN
+    cfg.rewards.reward_num_cpus = 0.25
+    cfg.ppo.run_rlhf = True
+    cfg.ppo.ppo_batch_size = 32
+    cfg.ppo.ppo_minibatch_size = 16
+    cfg.ppo.ppo_epochs = 2
+    cfg.ppo.ppo_learning_rate = 3e-3
+    cfg.ppo.init_kl_coef = 0.02
+    cfg.run.output_dir = str(output_dir)
+    cfg.run.num_workers = 2
+    cfg.run.checkpoint_every = 1000
+    for dotted, value in overrides.items():
+        section, field = dotted.split("__")
+        setattr(getattr(cfg, section), field, value)
+    return validate(cfg)
+
+
+def rewards_by_round(output_dir: Path) -> list[float]:
+    rows = [r for r in read_metrics(output_dir / "metrics.jsonl") if r["stage"] == "rlhf"]
+    return [r["reward"] for r in sorted(rows, key=lambda r: r["step"])]
+
+
+@pytest.mark.parametrize(
+    "advantage, extra",
+    [("gae", {}), ("grpo", {"ppo__num_samples_per_prompt": 4, "ppo__ppo_batch_size": 8})],
+)
+def test_reward_rises_while_kl_stays_bounded(tmp_path, records, advantage, extra):
+    cfg = rl_config(tmp_path, ppo__advantage=advantage, ppo__rl_rounds=ROUNDS, **extra)
+    summary = run_rlhf(cfg, records, resolve_model_path("tiny"), reward_model_path=None)
+    assert summary["complete"]
+    rewards = rewards_by_round(tmp_path)
+    assert len(rewards) == ROUNDS
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-10:]) / 10
+    assert last > first + 0.25, rewards
+    rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["stage"] == "rlhf"]
+    assert max(r["kl"] for r in rows) < 30.0
+    assert all(r["logprob_mismatch"] < 1e-3 for r in rows)
+    for key in (
+        "time/generate_s",
+        "time/reward_s",
+        "time/learner_s",
+        "time/sync_s",
+        "beta",
+        "ppo/entropy",
+        "ppo/clip_fraction",
+        "ppo/approx_kl",
+        "response_length",
+        "plugin",
+    ):
+        assert key in rows[-1], key
+
+
+def final_state(summary) -> dict[str, torch.Tensor]:
+    """Policy weights and value head from the run's last checkpoint."""
+    directory = Path(summary["checkpoint"])
+    policy = AutoModelForCausalLM.from_pretrained(directory / "policy").state_dict()
+    extra = torch.load(directory / "learner_state.pt", weights_only=False)
+    return {**policy, **{f"extra.{k}": v for k, v in extra["learner_extra"].items()}}
+
+
+def test_resume_mid_epoch_and_at_epoch_boundary_equals_uninterrupted_and_beta_adapts(
+    tmp_path, records
+):
+    # 64 prompts, 16 per round: an epoch is 4 rounds. Sessions end after round 2 (mid-epoch)
+    # and round 4 (epoch boundary), then run to round 8.
+    settings = dict(
+        ppo__rl_rounds=8,
+        ppo__ppo_batch_size=16,
+        ppo__use_dynamic_kl=True,
+        ppo__kl_target=1.0,
+        ppo__kl_horizon=64,
+        ppo__init_kl_coef=0.05,
+        rewards__normalize_rewards=True,
+        data__use_curriculum=True,
+    )
+    whole = run_rlhf(
+        rl_config(tmp_path / "whole", **settings), records, resolve_model_path("tiny"), None
+    )
+    pieces = tmp_path / "pieces"
+    for stop_after in (2, 2, 0):
+        cfg = rl_config(pieces, run__stop_after_steps=stop_after, **settings)
+        cfg.run.resume = (pieces / "ray_train").exists()
+        resumed = run_rlhf(cfg, records, resolve_model_path("tiny"), None)
+    assert resumed["complete"] and resumed["resumed"]
+    want, got = final_state(whole), final_state(resumed)
+    assert want.keys() == got.keys()
+    for name in want:
+        assert torch.allclose(want[name], got[name], atol=1e-6), name
+    metrics = {r["step"]: r for r in read_metrics(pieces / "metrics.jsonl")}
+    assert sorted(metrics) == list(range(1, 9)) and [metrics[s]["epoch"] for s in (4, 5)] == [0, 1]
+    reference = {r["step"]: r for r in read_metrics(tmp_path / "whole" / "metrics.jsonl")}
+    for step in range(1, 9):
+        assert metrics[step]["beta"] == pytest.approx(reference[step]["beta"], rel=1e-9)
+        assert metrics[step]["reward"] == pytest.approx(reference[step]["reward"], abs=1e-9)
+    # Adaptive KL: beta falls while KL is under the 1.0 target and rises while it is over.
+    betas = [reference[s]["beta"] for s in range(1, 9)]
+    moves = [(reference[s]["kl"] - 1.0, betas[s] - betas[s - 1]) for s in range(1, 8)]
+    assert all(gap * change > 0 for gap, change in moves if abs(gap) > 1e-6), moves
+    assert {gap > 0 for gap, _ in moves} == {True, False}, moves

@@ -1,0 +1,162 @@
+"""RewardActor and CritiqueActor pools on one local Ray cluster, compute_adlf_rewards, and
+``ray-adlf score`` (run_score) on a few sample rows."""
+
+import json
+
+import numpy as np
+import pytest
+import ray
+from transformers import AutoModelForSequenceClassification
+
+from ray_adlf.actors.critique import CritiquePool, critic_specs
+from ray_adlf.actors.reward import RewardPool, compute_adlf_rewards
+from ray_adlf.config import Config, RewardConfig, validate
+from ray_adlf.data.records import Turn
+from ray_adlf.data.sample import write_sample
+from ray_adlf.debate.critics import CriticSpec
+from ray_adlf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+from ray_adlf.rewards.scorer import RewardScorer, make_combiner
+from ray_adlf.score import run_score
+
+pytestmark = pytest.mark.integration
+
+CONTEXTS = [
+    (Turn("user", "What is the capital of France?"),),
+    (
+        Turn("user", "Hi, my name is Alice."),
+        Turn("assistant", "Hello Alice!"),
+        Turn("user", "What is my name?"),
+    ),
+    (Turn("user", "What is 2 plus 3?"),),
+]
+RESPONSES = ["The capital of France is Paris.", "Your name is Bruno.", "Whatever."]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reward_model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rm")
+    tokenizer = load_tokenizer("tiny")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model_path("tiny"), num_labels=1, problem_type="regression"
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def rewards_config(**overrides) -> RewardConfig:
+    cfg = RewardConfig(
+        use_coherence_reward=True,
+        use_length_penalty=True,
+        use_faithfulness_reward=True,
+        num_reward_workers=2,
+        reward_num_cpus=0.5,
+    )
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def reward_pool(cluster, reward_model_dir):
+    pool = RewardPool(rewards_config(), "tiny", reward_model_dir, "standard", 256)
+    yield pool
+    pool.shutdown()
+
+
+@pytest.fixture(scope="module")
+def critique_pool(cluster):
+    cfg = Config()
+    cfg.debate.num_critics = 3
+    cfg.debate.critique_max_new_tokens = 12
+    specs = critic_specs(cfg, "tiny", "tiny")
+    assert [s.persona for s in specs] == [0, 1, 2] and all(s.engine == "hf" for s in specs)
+    pool = CritiquePool(specs, rounds=2, aggregate="median", num_cpus=0.25)
+    yield pool
+    pool.shutdown()
+
+
+def test_reward_pool_shards_and_matches_a_local_scorer(reward_pool, reward_model_dir):
+    assert len(reward_pool.actors) == 2
+    parts = reward_pool.score(CONTEXTS, RESPONSES)
+    local = RewardScorer(rewards_config(), "tiny", reward_model_dir, "standard", 256).score(
+        CONTEXTS, RESPONSES
+    )
+    assert set(parts) == set(local)
+    for name in local:
+        assert parts[name] == pytest.approx(local[name], abs=1e-5), name
+
+
+def test_debate_with_three_critic_actors_two_rounds(critique_pool):
+    results = critique_pool.debate(CONTEXTS, RESPONSES)
+    for result in results:
+        assert 0.0 <= result.score <= 1.0 and 0.0 <= result.agreement <= 1.0
+        assert result.valid == 3 and result.parse_failures == 0
+        assert [len(r) for r in result.rounds] == [3, 3]
+    critique_pool.sync_weights(load_causal_lm("tiny").state_dict())  # critics on the policy
+
+
+def test_compute_adlf_rewards_with_debate(reward_pool, critique_pool):
+    cfg = rewards_config(
+        use_debate_reward=True, adlf_alpha=0.4, use_multi_objective=True, normalize_rewards=True
+    )
+    combiner = make_combiner(cfg)
+    batch = compute_adlf_rewards(CONTEXTS, RESPONSES, None, reward_pool, combiner, critique_pool)
+    assert batch.rewards.shape == (3,) and np.all(np.isfinite(batch.rewards))
+    for name in (
+        "external",
+        "coherence",
+        "length",
+        "faithfulness",
+        "debate",
+        "debate_agreement",
+        "z_debate",
+        "z_external",
+        "internal",
+        "reward_raw",
+    ):
+        assert batch.parts[name].shape == (3,), name
+    assert len(batch.debate) == 3
+    state = combiner.state_dict()
+    assert state["reward"]["count"] == 3 and state["objectives"]["debate"]["count"] == 3
+
+
+def test_a_pool_that_cannot_be_placed_is_a_clear_error(cluster):
+    with pytest.raises(RuntimeError, match="did not start within 1 s"):
+        CritiquePool([CriticSpec("hf", "tiny", 0)], 1, "mean", num_cpus=64, startup_timeout_s=1)
+
+
+def test_run_score_writes_every_part_of_every_assistant_turn(cluster, reward_model_dir, tmp_path):
+    data = write_sample(tmp_path / "data.jsonl", rows=6, seed=3)
+    cfg = Config()
+    cfg.data.data_path = str(data)
+    cfg.model.model_name = "tiny"
+    cfg.reward_model.reward_model_path = reward_model_dir
+    cfg.rewards.use_coherence_reward = True
+    cfg.rewards.use_debate_reward = True
+    cfg.debate.num_critics = 2
+    cfg.debate.critique_max_new_tokens = 8
+    cfg.rewards.reward_num_cpus = 0.05  # the module's pools hold 1.75 of the 2 CPUs
+    cfg.debate.critic_num_cpus = 0.05
+    validate(cfg)
+    out = run_score(cfg, tmp_path / "scores.jsonl")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    n_turns = sum(
+        turn["role"] in ("assistant", "gpt")
+        for line in data.read_text().splitlines()
+        for turn in json.loads(line)["conversation"]
+    )
+    assert len(rows) == n_turns and ray.is_initialized()
+    for row in rows:
+        assert set(row["parts"]) >= {"external", "fluency", "coherence", "debate", "internal"}
+        assert len(row["debate"]) == 2 and row["context"][-1]["role"] == "user"
+        assert isinstance(row["reward"], float)
+    assert sum(row["last_turn"] for row in rows) == 6
