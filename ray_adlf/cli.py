@@ -4,6 +4,8 @@
     ray-adlf data stats PATH [--model_name M]
     ray-adlf data format PATH --token-format {standard,role_markers,turn_markers} [--limit N]
     ray-adlf train [--config FILE.yaml] [flags]     (flags: ``ray-adlf train --help``)
+    ray-adlf tune --space FILE.py [--num_samples N] [--scheduler {asha,pbt,fifo}]
+                  [--search {random,optuna}] [--rounds_per_trial R] [train flags]
     ray-adlf score --data_path D --model_name M --output OUT.jsonl [reward flags]
     ray-adlf demo [--output_dir DIR]
 
@@ -88,6 +90,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from ray_adlf.tune import run_tune_from_args
+
+    outputs = run_tune_from_args(args, config_from_args(args))
+    print(f"best config: {outputs['best_config']}; tune report: {outputs['report']}")
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from ray_adlf.score import run_score
 
@@ -130,6 +140,33 @@ def _add_read_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+TUNE_OWN_FLAGS = ("scheduler",)  # config flags that ``ray-adlf tune`` uses for its own
+
+
+def add_tune_flags(parser: argparse.ArgumentParser) -> None:
+    """The search flags of ``ray-adlf tune`` and ``jobs/tune.py`` (the config flags apart)."""
+    parser.add_argument("--space", required=True, help="Python file with def space() -> dict")
+    parser.add_argument("--num_samples", type=int, default=4, help="trials (default 4)")
+    parser.add_argument(
+        "--scheduler",
+        choices=("asha", "pbt", "fifo"),
+        default="asha",
+        dest="tune_scheduler",
+        help="trial scheduler (here --scheduler is Tune's; the SFT learning-rate schedule of the "
+        "preparation comes from --config)",
+    )
+    parser.add_argument("--search", choices=("random", "optuna"), default="random")
+    parser.add_argument(
+        "--rounds_per_trial", type=int, default=0, help="RL rounds per trial (0 = --rl_rounds)"
+    )
+    parser.add_argument(
+        "--perturbation_interval",
+        type=int,
+        default=1,
+        help="PBT: evaluations between perturbations",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ray-adlf", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="run the configured stages (SFT, RM, RLHF)")
     add_config_flags(train)
     train.set_defaults(handler=cmd_train)
+
+    tune = commands.add_parser("tune", help="Ray Tune search over the RL stage's settings")
+    add_config_flags(tune, exclude=TUNE_OWN_FLAGS)
+    add_tune_flags(tune)
+    tune.set_defaults(handler=cmd_tune)
 
     score = commands.add_parser(
         "score", help="every reward part of a dataset's assistant turns, as JSONL"

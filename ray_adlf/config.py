@@ -85,7 +85,7 @@ class RewardModelConfig:
 class RolloutConfig:
     rollout_engine: Literal["vllm", "hf", "auto"] = _flag("auto", "generation engine")
     num_rollout_workers: int = _flag(1, "RolloutActor count")
-    rollout_num_cpus: float = _flag(1.0, "CPUs per RolloutActor")
+    rollout_num_cpus: float = _flag(0.5, "CPUs per RolloutActor")
     rollout_num_gpus: float = _flag(0.0, "GPUs per RolloutActor")
     tensor_parallel_size: int = _flag(1, "vLLM tensor parallel size (GPU)")
     rollout_max_restarts: int = _flag(2, "Ray restarts of a failed RolloutActor")
@@ -190,6 +190,9 @@ class RunConfig:
     run_name: str | None = _flag(None, "run name (default: output_dir's name)")
     seed: int = _flag(0, "global seed")
     num_workers: int = _flag(1, "Ray Train workers")
+    learner_num_cpus: float = _flag(
+        0.0, "CPUs per CPU Ray Train worker (0 = min(1, cluster CPUs / (2 * num_workers)))"
+    )
     use_gpu: bool = _flag(False, "train on GPUs")
     fp16: bool = _flag(False, "fp16 mixed precision (GPU only)")
     bf16: bool = _flag(False, "bf16 autocast where the device supports it")
@@ -404,6 +407,7 @@ def validate(cfg: Config) -> Config:
     _require(cfg.ppo.ppo_max_grad_norm >= 0, "ppo_max_grad_norm", "must be >= 0")
     for flag in ("eval_every", "kl_budget", "kl_budget_penalty"):
         _require(getattr(cfg.ppo, flag) >= 0, flag, "must be >= 0")
+    _require(cfg.run.learner_num_cpus >= 0, "learner_num_cpus", "must be >= 0")
     _require(cfg.ppo.eval_prompts >= 1, "eval_prompts", "must be >= 1")
     _require(
         cfg.ppo.ppo_batch_size % cfg.run.num_workers == 0,
@@ -474,11 +478,15 @@ def save_yaml(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config`` and one flag per leaf field; unset flags stay absent from the result."""
+def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """Add ``--config`` and one flag per leaf field except ``exclude`` (a command that gives
+    such a name another meaning; the field is then set through ``--config``); unset flags
+    stay absent from the result."""
     parser.add_argument("--config", default=argparse.SUPPRESS, help="YAML dump of the config")
     sections: dict[str, argparse._ArgumentGroup] = {}
     for flag, (section, leaf, hint) in _leaf_fields().items():
+        if flag in exclude:
+            continue
         group = sections.setdefault(section, parser.add_argument_group(f"{section} options"))
         help_text = f"{leaf.metadata['help']} (default: {leaf.default})"
         if hint is bool:

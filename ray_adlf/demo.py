@@ -27,7 +27,7 @@ def demo_config(output_dir: str) -> Config:
     cfg.reward_model.run_reward_model = True
     cfg.reward_model.rm_epochs = 3
     cfg.reward_model.rm_learning_rate = 5e-4
-    cfg.rollout.rollout_engine = "hf"  # faster than vLLM on a 0.5M-parameter model (README)
+    cfg.rollout.rollout_engine = "hf"  # no vLLM start-up (30-60 s on CPU) for 16 short rounds
     cfg.rollout.rollout_num_cpus = 0.25
     cfg.rollout.max_new_tokens = 24
     cfg.rewards.adlf_alpha = 0.3

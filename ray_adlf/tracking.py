@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.jsonl"
 WANDB_HOST = "api.wandb.ai"
 
 

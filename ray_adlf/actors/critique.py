@@ -39,7 +39,12 @@ class CritiqueActor:
 
 
 def critic_specs(cfg: Config, policy_model: str, reference_model: str) -> list[CriticSpec]:
-    """``--num_critics`` specs on ``--critic_engine``, personas 0..K-1, seeds ``seed + k``."""
+    """``--num_critics`` specs on ``--critic_engine``, personas 0..K-1, seeds ``seed + k``.
+
+    With ``--use_self_critique`` one more critic runs on the policy itself (persona K): the
+    policy judges its own responses with the same "Score:" cue its self-critique training used,
+    follows the learner's weights every round, and its score enters the debate like any other.
+    """
     debate = cfg.debate
     if debate.critic_engine == "policy":
         engine, model, url = "hf", policy_model, None
@@ -51,6 +56,9 @@ def critic_specs(cfg: Config, policy_model: str, reference_model: str) -> list[C
         engine, model, url = "http", debate.critic_model or "default", debate.critic_url
     else:
         raise ValueError(f"unknown critic engine {debate.critic_engine!r}")
+    kinds = [(engine, model, url, debate.critic_engine == "policy")] * debate.num_critics
+    if cfg.sft.use_self_critique:
+        kinds.append(("hf", policy_model, None, True))
     return [
         CriticSpec(
             engine=engine,
@@ -62,8 +70,9 @@ def critic_specs(cfg: Config, policy_model: str, reference_model: str) -> list[C
             seed=cfg.run.seed + k,
             timeout=debate.critic_timeout,
             retries=debate.critic_retries,
+            follows_policy=follows_policy,
         )
-        for k in range(debate.num_critics)
+        for k, (engine, model, url, follows_policy) in enumerate(kinds)
     ]
 
 
@@ -99,6 +108,7 @@ class CritiquePool:
             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, math.floor(num_cpus)))}},
         )
         self.actors = [options.remote(spec) for spec in specs]
+        self.policy_actors = [a for a, spec in zip(self.actors, specs) if spec.follows_policy]
         wait_until_ready(self.actors, "CritiqueActor", num_cpus, startup_timeout_s)
         self.rounds, self.aggregate = rounds, aggregate
 
@@ -120,11 +130,13 @@ class CritiquePool:
         )
 
     def sync_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """Load new weights into every critic (critics on the policy follow the learner)."""
+        """Load the learner's new weights into the critics that run on the policy."""
+        if not self.policy_actors:
+            return
         ref = ray.put(pack_state_dict(state_dict))
-        ray.get([actor.load_weights.remote(ref) for actor in self.actors])
+        ray.get([actor.load_weights.remote(ref) for actor in self.policy_actors])
 
     def shutdown(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
-        self.actors = []
+        self.actors, self.policy_actors = [], []

@@ -44,8 +44,8 @@ class ReferenceActorPool:
     def __init__(
         self,
         model_path: str,
-        trust_remote_code: bool = False,
-        num_cpus: float = 0.5,
+        trust_remote_code: bool,
+        num_cpus: float,
         batch_size: int = 16,
     ) -> None:
         self.actor = ReferenceActor.options(num_cpus=num_cpus).remote(

@@ -128,6 +128,10 @@ class RolloutPool:
         trust_remote_code: bool = False,
         retry_timeout_s: float = 600.0,
     ) -> None:
+        if engine not in ("vllm", "hf"):
+            raise ValueError(
+                f"engine must be vllm or hf (resolve auto with choose_engine): {engine!r}"
+            )
         options = RolloutActor.options(
             num_cpus=num_cpus,
             num_gpus=num_gpus,

@@ -241,7 +241,8 @@ class Critic:
 @dataclass(frozen=True)
 class CriticSpec:
     """How to build one critic: ``engine`` ``"hf"`` (``model`` = path or name) or ``"http"``
-    (``url`` = OpenAI-compatible base URL, ``model`` = the name sent to the server)."""
+    (``url`` = OpenAI-compatible base URL, ``model`` = the name sent to the server).
+    ``follows_policy``: the critic runs on the policy and takes its weights every round."""
 
     engine: str
     model: str
@@ -252,6 +253,7 @@ class CriticSpec:
     seed: int = 0
     timeout: float = 30.0
     retries: int = 1
+    follows_policy: bool = False
 
 
 def make_backend(spec: CriticSpec) -> CriticBackend:

@@ -30,7 +30,8 @@ FinishReason = Literal["stop", "length"]
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample. ``temperature == 0`` is greedy; ``top_k == 0`` and ``top_p == 1`` are off.
+    """How to sample. ``temperature == 0`` is greedy (then ``n == 1``); ``top_k == 0`` and
+    ``top_p == 1`` are off.
 
     ``n`` samples per prompt (group baselines). ``stop_on_eos`` ends a response at the model's EOS
     token (kept as the response's last token); when False every response runs to
@@ -58,6 +59,8 @@ class SamplingParams:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.temperature == 0 and self.n > 1:
+            raise ValueError("greedy sampling gives n identical samples; use n=1")
 
     @property
     def greedy(self) -> bool:
@@ -117,10 +120,8 @@ class GenerationBatch:
     timings: list[ShardTiming] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        rows = len(self.prompt_ids)
-        if not len(self.response_ids) == len(self.response_logprobs) == len(self.finish_reasons):
-            raise ValueError("GenerationBatch lists differ in length")
-        if len(self.response_ids) != rows:
+        rows = (self.prompt_ids, self.response_ids, self.response_logprobs, self.finish_reasons)
+        if len({len(column) for column in rows}) > 1:
             raise ValueError("GenerationBatch lists differ in length")
         for ids, logprobs in zip(self.response_ids, self.response_logprobs, strict=True):
             if len(ids) != len(logprobs):

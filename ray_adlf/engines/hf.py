@@ -1,18 +1,18 @@
 """Plain transformers ``generate`` as a rollout engine (no vLLM needed; the reference engine).
 
-Randomness: each call seeds torch with ``params.seed``, or with the next draw of the engine's
-own generator (seeded by ``seed``) when the call has none; the caller's RNG state is restored
-afterwards, so the engine never disturbs a learner running in the same process.
-
-Prompts are left-padded into one batch and each is repeated ``n`` times (prompt-major rows), so
-greedy and sampled calls take the same path. ``generate`` returns the raw logits of every step
-(``output_logits``); the engine turns them into the learner's quantity::
+Each prompt is repeated ``n`` times (prompt-major rows) and the rows are left-padded into one
+``generate`` call, which also returns the raw logits of every step (``output_logits``). The
+engine turns them into the learner's quantity::
 
     logprob[i, t] = log_softmax(logits[i, t] / T)[y[i, t]]     T = temperature (1 when greedy)
 
 Top-k / top-p only decide which tokens can be drawn; they never renormalise the logprob. The
 model's own ``generation_config`` is replaced by one that holds only its special tokens, so no
 hidden default (repetition penalty, top_k=50, ...) changes what is sampled.
+
+Randomness: each call seeds torch with ``params.seed``, or with the next draw of the engine's
+own generator (seeded by ``seed``) when the call has none; the caller's RNG state is restored
+afterwards, so the engine never disturbs a learner running in the same process.
 """
 
 from __future__ import annotations

@@ -41,9 +41,10 @@ class VLLMEngine:
         dtype: str = "float32",
         tensor_parallel_size: int = 1,
         seed: int = 0,
-        enforce_eager: bool = True,
         trust_remote_code: bool = False,
     ) -> None:
+        """Eager mode on CPU (compiling cost 17 s more start-up for 7% more tokens/s on a
+        3.5M-parameter Llama here; restarts and tests pay the start-up); CUDA graphs on GPU."""
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM
 
@@ -53,7 +54,7 @@ class VLLMEngine:
             dtype=dtype,
             tensor_parallel_size=tensor_parallel_size,
             seed=seed,
-            enforce_eager=enforce_eager,
+            enforce_eager=not torch.cuda.is_available(),
             trust_remote_code=trust_remote_code,
             logprobs_mode="processed_logprobs",
             generation_config="vllm",

@@ -13,7 +13,7 @@ weights) is refused, naming the flags.
 
 Trainer: ``TorchTrainer`` (DDP over gloo on CPU, NCCL on GPU) with
 ``ScalingConfig(num_workers, use_gpu)``; CPU workers ask for
-``cpus_per_worker`` CPUs, a fraction on small machines; ``CheckpointConfig(num_to_keep=
+``--learner_num_cpus`` CPUs, else ``cpus_per_worker`` (a fraction on small machines); ``CheckpointConfig(num_to_keep=
 --keep_checkpoints)``; ``FailureConfig(max_failures=--max_failures)``: when a worker dies, the
 whole group restarts from the last checkpoint.
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,11 @@ def cpus_per_worker(cluster_cpus: float, num_workers: int) -> float:
     return min(1.0, cluster_cpus / (2 * num_workers))
 
 
+def learner_cpus_per_worker(cfg: Config, cluster_cpus: float) -> float:
+    """CPUs a CPU learner worker asks for: ``--learner_num_cpus``, else ``cpus_per_worker``."""
+    return cfg.run.learner_num_cpus or cpus_per_worker(cluster_cpus, cfg.run.num_workers)
+
+
 def precision(cfg: Config) -> str:
     """``fp16``, ``bf16`` or ``fp32`` (the default); fp16 needs ``--use_gpu``."""
     if cfg.run.fp16 and not cfg.run.use_gpu:
@@ -131,17 +136,21 @@ def precision(cfg: Config) -> str:
 
 
 def make_torch_trainer(
-    train_loop: Callable[[dict], None], loop_config: dict[str, Any], cfg: Config, stage: str
+    train_loop: Callable[[dict], None],
+    loop_config: dict[str, Any],
+    cfg: Config,
+    stage: str,
+    callbacks: Sequence[Any] = (),
 ):
-    """A TorchTrainer for ``stage`` with the scaling, storage, checkpoint and failure configs."""
+    """A TorchTrainer for ``stage`` with the scaling, storage, checkpoint and failure configs;
+    ``callbacks``: Ray Train ``UserCallback``s run by the controller (Tune uses one)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     resources = None
     if not cfg.run.use_gpu:
-        cpus = cpus_per_worker(ray.cluster_resources().get("CPU", 1.0), cfg.run.num_workers)
-        resources = {"CPU": cpus}
+        resources = {"CPU": learner_cpus_per_worker(cfg, ray.cluster_resources().get("CPU", 1.0))}
     return TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
@@ -155,6 +164,7 @@ def make_torch_trainer(
             storage_path=str(storage_path(cfg)),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            callbacks=list(callbacks),
         ),
     )
 

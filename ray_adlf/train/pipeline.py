@@ -31,10 +31,11 @@ from ray_adlf.data.sft_dataset import split_records
 from ray_adlf.data.validate import read_records
 from ray_adlf.models.loading import resolve_model_path
 from ray_adlf.report import write_report
+from ray_adlf.tracking import METRICS_FILE
 from ray_adlf.train.common import run_name, stage_output_dir
 from ray_adlf.train.ppo import run_rlhf
 from ray_adlf.train.reward_model import EVAL_STAGE, run_reward_model
-from ray_adlf.train.sft import METRICS_FILE, run_sft
+from ray_adlf.train.sft import run_sft
 
 log = logging.getLogger(__name__)
 REPORTED = ("loss", "eval_loss", "eval_spearman", "reward", "kl", "eval/objective")
@@ -103,7 +104,8 @@ def run_pipeline(cfg: Config) -> dict[str, Any]:
     if cfg.sft.run_sft:
         summary["sft"] = run_sft(cfg, train_records, eval_records)
         stages_done = summary["sft"]["complete"]
-        policy = final_policy = summary["sft"].get("path", policy)
+        final_policy = summary["sft"].get("path")
+        policy = final_policy or policy
     if stages_done and cfg.reward_model.run_reward_model:
         rm_records, eval_rm_records = train_records, []
         if cfg.ppo.eval_every and not cfg.ppo.eval_reward_model_path:

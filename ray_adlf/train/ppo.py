@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ray_adlf.algo import AdaptiveKLController, FixedKLController
-from ray_adlf.config import Config, RewardConfig, from_dict, to_dict
+from ray_adlf.config import Config, ConfigError, RewardConfig, from_dict, to_dict
 from ray_adlf.data.formats import prepare_tokenizer
 from ray_adlf.data.records import Record
 from ray_adlf.data.rl_prompts import PromptStream, build_rl_prompts, prompt_order
@@ -49,6 +49,7 @@ from ray_adlf.engines.base import SamplingParams
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer
 from ray_adlf.models.policy import PolicyWithValue, pack_sequences, response_forward
 from ray_adlf.train.common import (
+    learner_cpus_per_worker,
     make_torch_trainer,
     prepare_stage_run,
     run_name,
@@ -66,7 +67,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "rlhf"
 STATE_FILE = "learner_state.pt"
-METRICS_FILE = "metrics.jsonl"
+REFERENCE_NUM_CPUS = 0.5  # the ReferenceActor (--reference_placement actor)
 RESUME_SECTIONS = ("data", "model", "rollout", "rewards", "debate", "ppo")
 
 
@@ -231,7 +232,7 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
     from transformers import get_scheduler
 
     from ray_adlf.rewards.scorer import make_combiner
-    from ray_adlf.tracking import start_tracker, wandb_run_id
+    from ray_adlf.tracking import METRICS_FILE, start_tracker, wandb_run_id
 
     cfg: Config = from_dict(loop_config["config"])
     ppo, policy_path, pools = cfg.ppo, loop_config["policy_path"], loop_config["pools"]
@@ -276,7 +277,7 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
     )
     controller, combiner = kl_controller(cfg), make_combiner(cfg.rewards)
     start_round = 1
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint() or loop_config["start_checkpoint"]
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state = load_checkpoint(Path(directory), learner, optimizer, scheduler)
@@ -382,7 +383,7 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
                 started = time.perf_counter()
                 weights = policy_of(learner).state_dict()
                 pools["rollout"].sync_weights(weights)
-                if "critique" in pools and cfg.debate.critic_engine == "policy":
+                if "critique" in pools:
                     pools["critique"].sync_weights(weights)
                 timings = {
                     **data["timings"],
@@ -436,6 +437,41 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
         tracker.close()
 
 
+def rl_cpu_demand(cfg: Config, cluster_cpus: float) -> dict[str, float]:
+    """CPUs the RL stage asks Ray for, by part (GPU learners are placed by GPU instead)."""
+    demand = {
+        "rollout": cfg.rollout.num_rollout_workers * cfg.rollout.rollout_num_cpus,
+        "reward": cfg.rewards.num_reward_workers * cfg.rewards.reward_num_cpus,
+        "learner": 0.0
+        if cfg.run.use_gpu
+        else cfg.run.num_workers * learner_cpus_per_worker(cfg, cluster_cpus),
+    }
+    if cfg.ppo.eval_every:
+        demand["eval"] = cfg.rewards.reward_num_cpus
+    if cfg.rewards.use_debate_reward:
+        critics = cfg.debate.num_critics + int(cfg.sft.use_self_critique)
+        demand["critique"] = critics * cfg.debate.critic_num_cpus
+    if cfg.ppo.reference_placement == "actor":
+        demand["reference"] = REFERENCE_NUM_CPUS
+    return demand
+
+
+def check_cpu_budget(cfg: Config) -> None:
+    """Fail fast, naming the flags, when the RL stage's actors and learners cannot all be placed
+    (Ray would otherwise wait for resources forever)."""
+    import ray
+
+    cluster = ray.cluster_resources().get("CPU", 0.0)
+    demand = rl_cpu_demand(cfg, cluster)
+    if sum(demand.values()) > cluster + 1e-9:
+        parts = ", ".join(f"{name} {cpus:g}" for name, cpus in demand.items())
+        raise ConfigError(
+            f"the RL stage needs {sum(demand.values()):g} CPUs ({parts}) but the Ray cluster has "
+            f"{cluster:g}: lower --rollout_num_cpus, --reward_num_cpus, --critic_num_cpus or "
+            "--learner_num_cpus, or use fewer workers"
+        )
+
+
 def eval_reward_config(cfg: Config) -> RewardConfig:
     """Rewards settings of the evaluation pool: the evaluation reward model alone."""
     return RewardConfig(
@@ -453,8 +489,15 @@ def run_rlhf(
     reward_model_path: str | None,
     eval_records: Sequence[Record] = (),
     eval_reward_model_path: str | None = None,
+    start_checkpoint=None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """Start the actors, run the TorchTrainer, return the stage summary with the checkpoint."""
+    """Start the actors, run the TorchTrainer, return the stage summary with the checkpoint.
+
+    ``start_checkpoint``: a ``ray.train.Checkpoint`` of this stage to start from when the run
+    has none of its own (a Tune trial restored or exploiting another's, ``ray_adlf/tune.py``);
+    ``callbacks``: Ray Train ``UserCallback``s for the trainer.
+    """
     from ray_adlf.actors.critique import CritiquePool
     from ray_adlf.actors.reference import ReferenceActorPool
     from ray_adlf.actors.reward import RewardPool
@@ -470,6 +513,7 @@ def run_rlhf(
             "--eval_every needs held-out records and an evaluation reward model "
             "(--eval_reward_model_path, or the pipeline's eval_reward_model)"
         )
+    check_cpu_budget(cfg)
     resumed = prepare_stage_run(cfg, STAGE, sections=RESUME_SECTIONS)
     tokenizer = load_tokenizer(policy_path, cfg.model.trust_remote_code)
     prompts = build_rl_prompts(
@@ -506,16 +550,19 @@ def run_rlhf(
     if cfg.rewards.use_debate_reward:
         pools["critique"] = CritiquePool.from_config(cfg, policy_path, policy_path)
     if cfg.ppo.reference_placement == "actor":
-        pools["reference"] = ReferenceActorPool(policy_path, cfg.model.trust_remote_code)
+        pools["reference"] = ReferenceActorPool(
+            policy_path, cfg.model.trust_remote_code, REFERENCE_NUM_CPUS
+        )
     loop_config = {
         "config": to_dict(cfg),
         "policy_path": policy_path,
         "prompts": prompts,
         "eval_prompts": eval_prompts,
         "pools": pools,
+        "start_checkpoint": start_checkpoint,
     }
     try:
-        result = make_torch_trainer(ppo_worker_loop, loop_config, cfg, STAGE).fit()
+        result = make_torch_trainer(ppo_worker_loop, loop_config, cfg, STAGE, callbacks).fit()
     finally:
         for pool in pools.values():
             pool.shutdown()

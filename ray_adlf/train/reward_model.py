@@ -26,13 +26,8 @@ evaluation model that Tune ranks trials with): a Hugging Face model + tokenizer 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
 import logging
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,7 +43,6 @@ from ray_adlf.rewards.reward_model import (
     regression_metrics,
     reward_model_ids,
 )
-from ray_adlf.tracking import start_tracker
 from ray_adlf.train.common import (
     make_torch_trainer,
     precision,
@@ -62,13 +56,6 @@ log = logging.getLogger(__name__)
 
 STAGE = "reward_model"
 EVAL_STAGE = "eval_reward_model"
-METRICS_FILE = "metrics.jsonl"
-SCHEDULERS = {
-    "linear": "linear",
-    "cosine": "cosine",
-    "cosine_with_restarts": "cosine_with_restarts",
-    "constant": "constant_with_warmup",
-}
 EVAL_METRICS = ("eval_mae", "eval_pearson", "eval_spearman", "eval_pairwise_accuracy")
 
 
@@ -111,56 +98,14 @@ def compute_rm_metrics(prediction) -> dict[str, float]:
     return regression_metrics(predicted, target)
 
 
-def rm_training_arguments(cfg: Config, scratch_dir: str, has_eval: bool, resuming: bool):
-    from transformers import TrainingArguments
-
-    rm, sft = cfg.reward_model, cfg.sft
-    chosen = precision(cfg)
-    return TrainingArguments(
-        output_dir=scratch_dir,
-        num_train_epochs=rm.rm_epochs,
-        per_device_train_batch_size=rm.rm_batch_size,
-        per_device_eval_batch_size=rm.rm_batch_size,
-        learning_rate=rm.rm_learning_rate,
-        weight_decay=sft.weight_decay,
-        max_grad_norm=sft.max_grad_norm,
-        lr_scheduler_type=SCHEDULERS[sft.scheduler],
-        lr_scheduler_kwargs={"num_cycles": sft.cosine_cycles}
-        if sft.scheduler == "cosine_with_restarts"
-        else None,
-        warmup_steps=sft.warmup_ratio,
-        seed=cfg.run.seed,
-        use_cpu=not cfg.run.use_gpu,
-        fp16=chosen == "fp16",
-        bf16=chosen == "bf16",
-        logging_steps=1,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=cfg.run.checkpoint_every,
-        eval_on_start=has_eval and not resuming,
-        save_strategy="steps",
-        save_steps=cfg.run.checkpoint_every,
-        save_total_limit=1,
-        remove_unused_columns=False,
-        ddp_find_unused_parameters=False,
-        dataloader_num_workers=0,
-        report_to="none",
-        disable_tqdm=True,
-    )
-
-
 def rm_worker_loop(loop_config: dict[str, Any]) -> None:
     """``train_loop_per_worker``: build data and model, train or resume, report checkpoints."""
     import ray
     import ray.train
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer
-    from transformers.trainer_callback import PrinterCallback
 
-    from ray_adlf.train.sft_trainer import (
-        RayCheckpointCallback,
-        StopAfterStepsCallback,
-        TrackingCallback,
-    )
+    from ray_adlf.train.sft_trainer import run_trainer_session, training_arguments
 
     cfg = from_dict(loop_config["config"])
     stage = loop_config["stage"]
@@ -195,45 +140,30 @@ def rm_worker_loop(loop_config: dict[str, Any]) -> None:
             flush=True,
         )
 
-    checkpoint = ray.train.get_checkpoint()
-    scratch_dir = tempfile.mkdtemp(prefix=f"ray_adlf_{stage}_rank{rank}_")
-    try:
-        with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_dir:
-            first_step = 0
-            if resume_dir is not None:
-                state = json.loads((Path(resume_dir) / "trainer_state.json").read_text())
-                first_step = state["global_step"]
-            callbacks = [RayCheckpointCallback(data_metrics)]
-            if cfg.run.stop_after_steps:
-                callbacks.append(StopAfterStepsCallback(cfg.run.stop_after_steps))
-            if rank == 0:
-                tracker = start_tracker(
-                    Path(cfg.run.output_dir) / METRICS_FILE,
-                    stage,
-                    first_step,
-                    cfg.run.output_dir,
-                    run_name(cfg),
-                    loop_config["config"],
-                    cfg.run.use_wandb,
-                    cfg.run.wandb_project,
-                )
-                callbacks.append(TrackingCallback(tracker, stage, first_step))
-            trainer = Trainer(
-                model=model,
-                args=rm_training_arguments(
-                    cfg, scratch_dir, bool(eval_examples), resume_dir is not None
-                ),
-                train_dataset=train_examples,
-                eval_dataset=eval_examples or None,
-                data_collator=lambda batch: collate_rm(batch, tokenizer.pad_token_id),
-                processing_class=tokenizer,
-                compute_metrics=compute_rm_metrics,
-                callbacks=callbacks,
-            )
-            trainer.remove_callback(PrinterCallback)
-            trainer.train(resume_from_checkpoint=resume_dir)
-    finally:
-        shutil.rmtree(scratch_dir, ignore_errors=True)
+    def make_trainer(scratch_dir: str, resuming: bool, callbacks: list) -> Trainer:
+        args = training_arguments(
+            cfg,
+            scratch_dir,
+            precision(cfg),
+            bool(eval_examples),
+            resuming,
+            epochs=cfg.reward_model.rm_epochs,
+            batch_size=cfg.reward_model.rm_batch_size,
+            learning_rate=cfg.reward_model.rm_learning_rate,
+            prediction_loss_only=False,
+        )
+        return Trainer(
+            model=model,
+            args=args,
+            train_dataset=train_examples,
+            eval_dataset=eval_examples or None,
+            data_collator=lambda batch: collate_rm(batch, tokenizer.pad_token_id),
+            processing_class=tokenizer,
+            compute_metrics=compute_rm_metrics,
+            callbacks=callbacks,
+        )
+
+    run_trainer_session(cfg, loop_config, stage, rank, data_metrics, make_trainer)
 
 
 def rm_model_card(cfg: Config, init: str, metrics: dict[str, Any]) -> str:

@@ -16,14 +16,9 @@ end-of-turn token.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
 import logging
-import shutil
-import tempfile
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from ray_adlf.config import Config, from_dict, to_dict
@@ -38,7 +33,6 @@ from ray_adlf.data.sft_dataset import (
     collate_examples,
 )
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer
-from ray_adlf.tracking import start_tracker
 from ray_adlf.train.common import (
     make_torch_trainer,
     precision,
@@ -51,7 +45,6 @@ from ray_adlf.train.common import (
 log = logging.getLogger(__name__)
 
 STAGE = "sft"
-METRICS_FILE = "metrics.jsonl"
 
 
 def epoch_order(cfg: Config, examples: list[SFTExample], world_size: int) -> EpochOrder:
@@ -97,14 +90,11 @@ def sft_worker_loop(loop_config: dict[str, Any]) -> None:
     import ray
     import ray.train
     import transformers
-    from transformers.trainer_callback import PrinterCallback
 
     from ray_adlf.train.sft_trainer import (
-        RayCheckpointCallback,
         SFTObjectives,
         SFTObjectivesTrainer,
-        StopAfterStepsCallback,
-        TrackingCallback,
+        run_trainer_session,
         training_arguments,
     )
 
@@ -145,46 +135,31 @@ def sft_worker_loop(loop_config: dict[str, Any]) -> None:
         )
     chosen_precision = worker_precision(cfg, say=rank == 0)
 
-    checkpoint = ray.train.get_checkpoint()
-    scratch_dir = tempfile.mkdtemp(prefix=f"ray_adlf_{STAGE}_rank{rank}_")
-    try:
-        with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_dir:
-            first_step = 0
-            if resume_dir is not None:
-                state = json.loads((Path(resume_dir) / "trainer_state.json").read_text())
-                first_step = state["global_step"]
-            callbacks = [RayCheckpointCallback(data_metrics)]
-            if cfg.run.stop_after_steps:
-                callbacks.append(StopAfterStepsCallback(cfg.run.stop_after_steps))
-            if rank == 0:
-                tracker = start_tracker(
-                    Path(cfg.run.output_dir) / METRICS_FILE,
-                    STAGE,
-                    first_step,
-                    cfg.run.output_dir,
-                    run_name(cfg),
-                    loop_config["config"],
-                    cfg.run.use_wandb,
-                    cfg.run.wandb_project,
-                )
-                callbacks.append(TrackingCallback(tracker, STAGE, first_step))
-            trainer = SFTObjectivesTrainer(
-                model=model,
-                args=training_arguments(
-                    cfg, scratch_dir, chosen_precision, bool(eval_examples), resume_dir is not None
-                ),
-                train_dataset=SFTDataset(train_examples),
-                eval_dataset=SFTDataset(eval_examples) if eval_examples else None,
-                data_collator=partial(collate_examples, pad_token_id=tokenizer.pad_token_id),
-                processing_class=tokenizer,
-                callbacks=callbacks,
-                objectives=SFTObjectives.from_config(cfg),
-                order=epoch_order(cfg, train_examples, world_size),
-            )
-            trainer.remove_callback(PrinterCallback)
-            trainer.train(resume_from_checkpoint=resume_dir)
-    finally:
-        shutil.rmtree(scratch_dir, ignore_errors=True)
+    def make_trainer(scratch_dir: str, resuming: bool, callbacks: list) -> SFTObjectivesTrainer:
+        args = training_arguments(
+            cfg,
+            scratch_dir,
+            chosen_precision,
+            bool(eval_examples),
+            resuming,
+            epochs=cfg.sft.sft_epochs,
+            batch_size=cfg.sft.sft_batch_size,
+            learning_rate=cfg.sft.sft_learning_rate,
+            gradient_accumulation_steps=cfg.sft.gradient_accumulation_steps,
+        )
+        return SFTObjectivesTrainer(
+            model=model,
+            args=args,
+            train_dataset=SFTDataset(train_examples),
+            eval_dataset=SFTDataset(eval_examples) if eval_examples else None,
+            data_collator=partial(collate_examples, pad_token_id=tokenizer.pad_token_id),
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            objectives=SFTObjectives.from_config(cfg),
+            order=epoch_order(cfg, train_examples, world_size),
+        )
+
+    run_trainer_session(cfg, loop_config, STAGE, rank, data_metrics, make_trainer)
 
 
 def sft_model_card(cfg: Config, metrics: dict[str, Any]) -> str:

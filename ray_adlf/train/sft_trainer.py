@@ -37,7 +37,12 @@ autocast on CPU.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -271,17 +276,28 @@ class TrackingCallback(TrainerCallback):
 
 
 def training_arguments(
-    cfg: Config, scratch_dir: str, chosen_precision: str, has_eval: bool, resuming: bool
+    cfg: Config,
+    scratch_dir: str,
+    chosen_precision: str,
+    has_eval: bool,
+    resuming: bool,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    gradient_accumulation_steps: int = 1,
+    prediction_loss_only: bool = True,
 ) -> TrainingArguments:
-    """The Trainer's arguments from the config (one checkpoint/eval interval for both)."""
+    """The Trainer's arguments for a stage (one checkpoint/eval interval for both); the
+    schedule, warmup, weight decay and clipping flags are shared by the SFT and reward stages."""
     sft = cfg.sft
     return TrainingArguments(
         output_dir=scratch_dir,
-        num_train_epochs=sft.sft_epochs,
-        per_device_train_batch_size=sft.sft_batch_size,
-        per_device_eval_batch_size=sft.sft_batch_size,
-        gradient_accumulation_steps=sft.gradient_accumulation_steps,
-        learning_rate=sft.sft_learning_rate,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        learning_rate=learning_rate,
         weight_decay=sft.weight_decay,
         max_grad_norm=sft.max_grad_norm,
         lr_scheduler_type=SCHEDULERS[sft.scheduler],
@@ -300,10 +316,60 @@ def training_arguments(
         save_strategy="steps",
         save_steps=cfg.run.checkpoint_every,
         save_total_limit=1,
-        prediction_loss_only=True,
+        prediction_loss_only=prediction_loss_only,
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,
         dataloader_num_workers=0,
         report_to="none",
         disable_tqdm=True,
     )
+
+
+def run_trainer_session(
+    cfg: Config,
+    loop_config: dict[str, Any],
+    stage: str,
+    rank: int,
+    data_metrics: dict[str, Any],
+    make_trainer: Callable[[str, bool, list[TrainerCallback]], Trainer],
+) -> None:
+    """One Ray Train worker's training session of a Trainer-based stage.
+
+    Resumes from ``ray.train.get_checkpoint()`` when Ray Train hands one over; attaches the
+    Ray checkpoint, stop-after-steps and (rank 0) tracking callbacks; ``make_trainer(scratch_dir,
+    resuming, callbacks)`` builds the stage's Trainer; its scratch directory is removed after.
+    """
+    import ray.train
+    from transformers.trainer_callback import PrinterCallback
+
+    from ray_adlf.tracking import METRICS_FILE, start_tracker
+    from ray_adlf.train.common import run_name
+
+    checkpoint = ray.train.get_checkpoint()
+    scratch_dir = tempfile.mkdtemp(prefix=f"ray_adlf_{stage}_rank{rank}_")
+    try:
+        with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_dir:
+            first_step = 0
+            if resume_dir is not None:
+                state = json.loads((Path(resume_dir) / "trainer_state.json").read_text())
+                first_step = state["global_step"]
+            callbacks: list[TrainerCallback] = [RayCheckpointCallback(data_metrics)]
+            if cfg.run.stop_after_steps:
+                callbacks.append(StopAfterStepsCallback(cfg.run.stop_after_steps))
+            if rank == 0:
+                tracker = start_tracker(
+                    Path(cfg.run.output_dir) / METRICS_FILE,
+                    stage,
+                    first_step,
+                    cfg.run.output_dir,
+                    run_name(cfg),
+                    loop_config["config"],
+                    cfg.run.use_wandb,
+                    cfg.run.wandb_project,
+                )
+                callbacks.append(TrackingCallback(tracker, stage, first_step))
+            trainer = make_trainer(scratch_dir, resume_dir is not None, callbacks)
+            trainer.remove_callback(PrinterCallback)
+            trainer.train(resume_from_checkpoint=resume_dir)
+    finally:
+        shutil.rmtree(scratch_dir, ignore_errors=True)

@@ -117,6 +117,8 @@ def test_resume_mid_epoch_and_at_epoch_boundary_equals_uninterrupted_and_beta_ad
         ppo__init_kl_coef=0.05,
         rewards__normalize_rewards=True,
         data__use_curriculum=True,
+        ppo__critic_mode="separate",
+        ppo__reference_placement="actor",
     )
     whole = run_rlhf(
         rl_config(tmp_path / "whole", **settings), records, resolve_model_path("tiny"), None

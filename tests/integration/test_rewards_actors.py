@@ -14,7 +14,7 @@ from ray_adlf.config import Config, RewardConfig, validate
 from ray_adlf.data.records import Turn
 from ray_adlf.data.sample import write_sample
 from ray_adlf.debate.critics import CriticSpec
-from ray_adlf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+from ray_adlf.models.loading import load_tokenizer, resolve_model_path
 from ray_adlf.rewards.scorer import RewardScorer, make_combiner
 from ray_adlf.score import run_score
 
@@ -101,7 +101,6 @@ def test_debate_with_three_critic_actors_two_rounds(critique_pool):
         assert 0.0 <= result.score <= 1.0 and 0.0 <= result.agreement <= 1.0
         assert result.valid == 3 and result.parse_failures == 0
         assert [len(r) for r in result.rounds] == [3, 3]
-    critique_pool.sync_weights(load_causal_lm("tiny").state_dict())  # critics on the policy
 
 
 def test_compute_adlf_rewards_with_debate(reward_pool, critique_pool):

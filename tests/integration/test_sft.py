@@ -33,42 +33,22 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS_PER_EPOCH = 23  # 360 training records / (8 per worker x 2 workers)
-BASIC = [
-    "--data_path",
-    "sample",
-    "--model_name",
-    "tiny",
-    "--run_sft",
-    "--sft_epochs",
-    "3",
-    "--sft_batch_size",
-    "8",
-    "--sft_learning_rate",
-    "2e-5",
-]
-ADVANCED = BASIC + [
-    "--use_curriculum",
-    "--use_contrastive",
-    "--contrastive_temp",
-    "0.07",
-    "--use_self_critique",
-    "--critique_weight",
-    "0.3",
-    "--use_decision_transformer",
-    "--scheduler",
-    "cosine_with_restarts",
-    "--cosine_cycles",
-    "2",
-    "--gradient_accumulation_steps",
-    "2",
-    "--token_format",
-    "role_markers",
-    "--max_seq_length",
-    "256",
-    "--use_wandb",
-    "--wandb_project",
-    "ray-adlf",
-]
+
+
+def readme_examples() -> dict[str, list[str]]:
+    """The ``ray-adlf train`` example commands of README.md, by the comment above each."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split("Examples on the bundled data:", 1)[1].split("```bash", 1)[1]
+    block = block.split("```", 1)[0].replace("\\\n", " ")
+    examples, name = {}, None
+    for line in block.splitlines():
+        if line.startswith("#"):
+            name = line[1:].split(":")[0].strip()
+        elif line.startswith("ray-adlf train"):
+            args = line.split()[2:]
+            cut = args.index("--output_dir")
+            examples[name] = args[:cut] + args[cut + 2 :]
+    return examples
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +57,7 @@ def ray_address():
         # The Train controller collects reported checkpoints when it polls the workers (every
         # 2 s by default); poll often so the kill test's checkpoint is registered quickly.
         env.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=4, include_dashboard=False)
         yield ray.get_runtime_context().gcs_address
         ray.shutdown()
 
@@ -208,9 +188,16 @@ def test_killed_worker_restarts_from_the_last_checkpoint(reference, tmp_path):
 
 def test_readme_example_commands(ray_address, tmp_path):
     env = {**os.environ, "RAY_ADDRESS": ray_address}
-    commands = {
-        "basic": [sys.executable, "-m", "ray_adlf.cli", "train", *BASIC],
-        "advanced": [sys.executable, str(REPO / "jobs" / "train.py"), *ADVANCED],
+    examples = readme_examples()
+    assert set(examples) == {"basic", "advanced"}
+    commands = {  # the advanced one also exercises W&B (offline) inside the Ray workers
+        "basic": [sys.executable, "-m", "ray_adlf.cli", "train", *examples["basic"]],
+        "advanced": [
+            sys.executable,
+            str(REPO / "jobs" / "train.py"),
+            *examples["advanced"],
+            "--use_wandb",
+        ],
     }
     running = {
         name: subprocess.Popen(

@@ -138,3 +138,18 @@ def test_http_critic_without_logprobs_falls_back_to_the_text():
         backend = HTTPCriticBackend(url, "m", timeout=2, retries=0)
         (verdict,) = Critic(backend, 0, 32, 0.0, 0).judge([JudgeRequest(CONTEXTS[0], "Paris.", 1)])
     assert (verdict.source, verdict.score, verdict.critique) == ("text", 3.0, "Fine.")
+
+
+def test_critic_specs_follow_the_policy_only_when_they_run_on_it():
+    from ray_adlf.actors.critique import critic_specs
+    from ray_adlf.config import Config
+
+    cfg = Config()
+    cfg.debate.num_critics = 2
+    specs = critic_specs(cfg, "policy-dir", "reference-dir")
+    assert [(s.model, s.follows_policy) for s in specs] == [("reference-dir", False)] * 2
+    cfg.sft.use_self_critique = True  # one more critic: the policy judging itself
+    specs = critic_specs(cfg, "policy-dir", "reference-dir")
+    assert [(s.model, s.persona, s.follows_policy) for s in specs][-1] == ("policy-dir", 2, True)
+    cfg.sft.use_self_critique, cfg.debate.critic_engine = False, "policy"
+    assert all(s.follows_policy for s in critic_specs(cfg, "policy-dir", "reference-dir"))
