@@ -60,9 +60,9 @@ from ray_adlf.config import Config, ConfigError, from_dict, save_yaml, to_dict, 
 from ray_adlf.data.sft_dataset import split_records
 from ray_adlf.data.validate import read_records
 from ray_adlf.models.loading import resolve_model_path
-from ray_adlf.train.common import cpus_per_worker, run_name
+from ray_adlf.train.common import learner_cpus_per_worker, run_name
 from ray_adlf.train.pipeline import data_file, run_pipeline
-from ray_adlf.train.ppo import REFERENCE_NUM_CPUS, run_rlhf
+from ray_adlf.train.ppo import rl_actor_cpus, run_rlhf
 from ray_adlf.train.reward_model import EVAL_STAGE
 
 METRIC = "eval/objective"
@@ -109,18 +109,12 @@ def apply_params(cfg: Config, params: dict[str, Any]) -> Config:
 def trial_bundles(cfg: Config) -> list[dict[str, float]]:
     """The trial's placement group: the trial function, then one bundle per actor it starts
     (Tune places the actors a trial creates in its placement group)."""
-    actors = [cfg.rollout.rollout_num_cpus] * cfg.rollout.num_rollout_workers
-    actors += [cfg.rewards.reward_num_cpus] * (cfg.rewards.num_reward_workers + 1)  # + eval
-    if cfg.rewards.use_debate_reward:
-        actors += [cfg.debate.critic_num_cpus] * cfg.debate.num_critics
-    if cfg.ppo.reference_placement == "actor":
-        actors.append(REFERENCE_NUM_CPUS)
-    return [{"CPU": TRIAL_CPUS}] + [{"CPU": cpus} for cpus in actors]
+    return [{"CPU": TRIAL_CPUS}] + [{"CPU": cpus} for cpus in rl_actor_cpus(cfg)]
 
 
 def trial_cpus(cfg: Config, cluster_cpus: float) -> float:
     """CPUs one trial holds: its placement group and its Ray Train workers (own group)."""
-    learner = cfg.run.learner_num_cpus or cpus_per_worker(cluster_cpus, cfg.run.num_workers)
+    learner = learner_cpus_per_worker(cfg, cluster_cpus)
     return sum(b["CPU"] for b in trial_bundles(cfg)) + cfg.run.num_workers * learner
 
 

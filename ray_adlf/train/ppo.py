@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ray_adlf.algo import AdaptiveKLController, FixedKLController
 from ray_adlf.config import Config, ConfigError, RewardConfig, from_dict, to_dict
@@ -291,7 +292,7 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
             "find_unused_parameters": ppo.advantage == "gae" and ppo.critic_mode == "separate"
         },
     )
-    tracker = None
+    tracker = progress = None
     if rank == 0:
         tracker = start_tracker(
             Path(cfg.run.output_dir) / METRICS_FILE,
@@ -308,6 +309,8 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
     last_round = ppo.rl_rounds
     if cfg.run.stop_after_steps:
         last_round = min(last_round, start_round - 1 + cfg.run.stop_after_steps)
+    if rank == 0:
+        progress = tqdm(total=ppo.rl_rounds, initial=start_round - 1, desc=STAGE, unit="round")
     for round_index in range(start_round, last_round + 1):
         # 1. rank 0: prompts -> responses -> ADLF rewards
         payload: list[Any] = [None]
@@ -416,6 +419,8 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
                     )
                     metrics["time/eval_s"] = time.perf_counter() - started
                 tracker.log(metrics, round_index)
+                progress.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{sequence_kl:.2f}")
+                progress.update(1)
                 if round_index % cfg.run.checkpoint_every == 0 or round_index == last_round:
                     save_checkpoint(
                         Path(scratch),
@@ -434,26 +439,23 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
                     report_checkpoint = Checkpoint.from_directory(scratch)
             ray.train.report(metrics, checkpoint=report_checkpoint)
     if tracker is not None:
+        progress.close()
         tracker.close()
 
 
-def rl_cpu_demand(cfg: Config, cluster_cpus: float) -> dict[str, float]:
-    """CPUs the RL stage asks Ray for, by part (GPU learners are placed by GPU instead)."""
-    demand = {
-        "rollout": cfg.rollout.num_rollout_workers * cfg.rollout.rollout_num_cpus,
-        "reward": cfg.rewards.num_reward_workers * cfg.rewards.reward_num_cpus,
-        "learner": 0.0
-        if cfg.run.use_gpu
-        else cfg.run.num_workers * learner_cpus_per_worker(cfg, cluster_cpus),
-    }
-    if cfg.ppo.eval_every:
-        demand["eval"] = cfg.rewards.reward_num_cpus
+def rl_actor_cpus(cfg: Config) -> list[float]:
+    """CPUs of each actor the RL stage starts: rollout, reward, evaluation reward (with
+    ``--eval_every``), critics (with the debate) and the reference actor (``actor`` placement)."""
+    actors = [cfg.rollout.rollout_num_cpus] * cfg.rollout.num_rollout_workers
+    actors += [cfg.rewards.reward_num_cpus] * (
+        cfg.rewards.num_reward_workers + int(cfg.ppo.eval_every > 0)
+    )
     if cfg.rewards.use_debate_reward:
         critics = cfg.debate.num_critics + int(cfg.sft.use_self_critique)
-        demand["critique"] = critics * cfg.debate.critic_num_cpus
+        actors += [cfg.debate.critic_num_cpus] * critics
     if cfg.ppo.reference_placement == "actor":
-        demand["reference"] = REFERENCE_NUM_CPUS
-    return demand
+        actors.append(REFERENCE_NUM_CPUS)
+    return actors
 
 
 def check_cpu_budget(cfg: Config) -> None:
@@ -462,13 +464,15 @@ def check_cpu_budget(cfg: Config) -> None:
     import ray
 
     cluster = ray.cluster_resources().get("CPU", 0.0)
-    demand = rl_cpu_demand(cfg, cluster)
-    if sum(demand.values()) > cluster + 1e-9:
-        parts = ", ".join(f"{name} {cpus:g}" for name, cpus in demand.items())
+    actors = sum(rl_actor_cpus(cfg))
+    learner = (
+        0.0 if cfg.run.use_gpu else cfg.run.num_workers * learner_cpus_per_worker(cfg, cluster)
+    )
+    if actors + learner > cluster + 1e-9:
         raise ConfigError(
-            f"the RL stage needs {sum(demand.values()):g} CPUs ({parts}) but the Ray cluster has "
-            f"{cluster:g}: lower --rollout_num_cpus, --reward_num_cpus, --critic_num_cpus or "
-            "--learner_num_cpus, or use fewer workers"
+            f"the RL stage needs {actors + learner:g} CPUs (actors {actors:g}, learner "
+            f"{learner:g}) but the Ray cluster has {cluster:g}: lower --rollout_num_cpus, "
+            "--reward_num_cpus, --critic_num_cpus or --learner_num_cpus, or use fewer workers"
         )
 
 

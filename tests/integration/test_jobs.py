@@ -18,6 +18,10 @@ import pytest
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
+JOB_PREFIX = "radlf-"
+# A loopback-only head of the test's own: no token authentication, so the CLI calls below and
+# the head agree whatever ~/.ray holds on this machine.
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 RAY = str(Path(sys.executable).parent / "ray")
 EXCLUDES = json.dumps({"excludes": [".venv", ".git", "outputs", "**/__pycache__", "*.egg-info"]})
 
@@ -45,7 +49,6 @@ def processes_of(marker: str) -> list[int]:
 def head():
     temp_dir = tempfile.mkdtemp(prefix="radlf-", dir="/tmp")  # short: socket paths
     dashboard = free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run(
         [
             RAY,
@@ -63,7 +66,7 @@ def head():
             "--disable-usage-stats",
         ],
         check=True,
-        env=env,
+        env=ENV,
         timeout=120,
     )
     yield f"http://127.0.0.1:{dashboard}"
@@ -78,7 +81,7 @@ def head():
 
 def submit(address: str, args: list[str]) -> str:
     """Submit ``python args...`` with the repository as working dir; wait; return its status."""
-    job_id = f"radlf-{time.monotonic_ns()}"
+    job_id = f"{JOB_PREFIX}{time.monotonic_ns()}"
     subprocess.run(
         [
             RAY,
@@ -93,15 +96,24 @@ def submit(address: str, args: list[str]) -> str:
             *args,
         ],
         cwd=ROOT,
+        env=ENV,
         timeout=600,
     )
     status = subprocess.run(
         [RAY, "job", "status", f"--address={address}", job_id],
         capture_output=True,
         text=True,
+        env=ENV,
         timeout=60,
     )
-    return status.stdout + status.stderr
+    logs = subprocess.run(
+        [RAY, "job", "logs", f"--address={address}", job_id],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
+    return f"{status.stdout}{status.stderr}\n{logs.stdout[-3000:]}"
 
 
 def test_train_job_succeeds_and_writes_model_and_report(head, tmp_path):
@@ -118,7 +130,7 @@ def test_train_job_succeeds_and_writes_model_and_report(head, tmp_path):
             f"--output_dir={out}",
         ],
     )
-    assert "SUCCEEDED" in status, status
+    assert f"Job '{JOB_PREFIX}" in status and "' succeeded" in status, status
     assert (out / "config.json").is_file() and (out / "report.md").is_file()
 
 
@@ -149,6 +161,6 @@ def test_tune_job_succeeds_with_two_trials(head, tmp_path):
             f"--output_dir={out}",
         ],
     )
-    assert "SUCCEEDED" in status, status
+    assert f"Job '{JOB_PREFIX}" in status and "' succeeded" in status, status
     best = next((out / "tune").glob("*/best_config.yaml"))
     assert (best.parent / "results.csv").is_file() and (best.parent / "report.md").is_file()
