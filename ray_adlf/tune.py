@@ -57,11 +57,9 @@ from ray import tune
 from ray.train import UserCallback
 
 from ray_adlf.config import Config, ConfigError, from_dict, save_yaml, to_dict, validate
-from ray_adlf.data.sft_dataset import split_records
-from ray_adlf.data.validate import read_records
 from ray_adlf.models.loading import resolve_model_path
 from ray_adlf.train.common import learner_cpus_per_worker, run_name
-from ray_adlf.train.pipeline import data_file, run_pipeline
+from ray_adlf.train.pipeline import read_and_split, run_pipeline
 from ray_adlf.train.ppo import rl_actor_cpus, run_rlhf
 from ray_adlf.train.reward_model import EVAL_STAGE
 
@@ -259,13 +257,7 @@ def run_tune(
     if any(flag in space for flag in WEIGHT_FLAGS) and not cfg.rewards.use_multi_objective:
         raise ConfigError("--space: objective weights need --use_multi_objective")
     base = search_config(cfg, rounds_per_trial or cfg.ppo.rl_rounds)
-    records = read_records(
-        data_file(base.data.data_path),
-        lenient=base.data.lenient,
-        max_bad_fraction=base.data.max_bad_fraction,
-        max_line_bytes=base.data.max_line_bytes,
-    ).records
-    train_records, eval_records = split_records(records, base.data.eval_fraction, base.run.seed)
+    train_records, eval_records = read_and_split(base)
     prepared = prepare(base)
     trainable = tune.with_resources(
         tune.with_parameters(

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ray_adlf.config import Config, from_dict, save_yaml, to_dict
+from ray_adlf.data.records import Record
 from ray_adlf.data.sample import sample_path
 from ray_adlf.data.sft_dataset import split_records
 from ray_adlf.data.validate import read_records
@@ -60,6 +61,17 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def read_and_split(cfg: Config) -> tuple[list[Record], list[Record]]:
+    """The validated records of ``--data_path``, split into training and held-out by seed."""
+    records = read_records(
+        data_file(cfg.data.data_path),
+        lenient=cfg.data.lenient,
+        max_bad_fraction=cfg.data.max_bad_fraction,
+        max_line_bytes=cfg.data.max_line_bytes,
+    ).records
+    return split_records(records, cfg.data.eval_fraction, cfg.run.seed)
+
+
 def existing_model(cfg: Config, stage: str) -> str | None:
     """``output_dir/<stage>`` when an earlier run left a model there."""
     path = stage_output_dir(cfg, stage)
@@ -82,13 +94,7 @@ def run_pipeline(cfg: Config) -> dict[str, Any]:
     cfg = from_dict(to_dict(cfg))
     cfg.run.output_dir = str(Path(cfg.run.output_dir).resolve())  # workers run elsewhere
     output_dir = Path(cfg.run.output_dir)
-    records = read_records(
-        data_file(cfg.data.data_path),
-        lenient=cfg.data.lenient,
-        max_bad_fraction=cfg.data.max_bad_fraction,
-        max_line_bytes=cfg.data.max_line_bytes,
-    ).records
-    train_records, eval_records = split_records(records, cfg.data.eval_fraction, cfg.run.seed)
+    train_records, eval_records = read_and_split(cfg)
     log.info(
         "data: %d training and %d held-out records from %s",
         len(train_records),

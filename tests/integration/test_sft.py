@@ -231,4 +231,8 @@ def test_readme_example_commands(ray_address, tmp_path):
     logged = {key for row in last for key in row}
     assert {"lm_loss", "critique_loss", "contrastive_loss", "eval_critique_loss"} <= logged
     assert list((advanced / "wandb").glob("offline-run-*"))
-    assert "self-critique (weight 0.3)" in (advanced / "README.md").read_text()
+    assert "self-critique (weight 0.3)" in (advanced / "sft" / "README.md").read_text()
+    # the advanced example also ran the reward model and RLHF: the final policy is RLHF's
+    assert "RLHF with ADLF rewards" in (advanced / "README.md").read_text()
+    assert (advanced / "reward_model" / "config.json").is_file()
+    assert {"reward", "kl", "beta", "ppo/clip_fraction"} <= logged
