@@ -92,7 +92,7 @@ def submit(address: str, args: list[str]) -> str:
             "--working-dir=.",
             f"--runtime-env-json={EXCLUDES}",
             "--",
-            "python",
+            sys.executable,  # the job runs in this venv (its python may not be on PATH)
             *args,
         ],
         cwd=ROOT,
