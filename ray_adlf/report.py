@@ -24,21 +24,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ray_adlf.rewards.combine import INTERNAL_SIGNALS
 from ray_adlf.tracking import read_metrics
 
 TOTAL_KEYS = ("loss", "eval_loss", "train_loss")
-REWARD_PARTS = (
-    "reward",
-    "external",
-    "internal",
-    "coherence",
-    "length",
-    "fluency",
-    "faithfulness",
-    "debate",
-    "plugin",
-    "http",
-)
+REWARD_PARTS = ("reward", "external", "internal", *INTERNAL_SIGNALS)
 
 
 def metric_series(rows: list[dict[str, Any]], stage: str, key: str) -> list[tuple[int, float]]:
