@@ -3,15 +3,23 @@
 Every leaf field has a globally unique name, and that name is its CLI flag: ``sft.sft_epochs``
 is ``--sft_epochs``. Resolution order: dataclass defaults, then ``--config FILE.yaml`` (a dump of
 this tree, possibly partial), then the flags given on the command line. YAML is never a
-composition language: it holds values, nothing else.
+composition language: it holds values, nothing else (no anchors or aliases, at most
+``MAX_YAML_BYTES`` and ``MAX_YAML_DEPTH`` levels, checked before anything is built from it).
 
-Values are checked in ``validate``; every failure names the flag and the reason.
+Each numeric field declares its range next to it (``_flag(..., valid=Range(...))``); ``validate``
+checks every number against its declaration (and that it is finite), then the combinations of
+fields that contradict each other. Every failure names the flag and the reason.
+
+Resources (``resources`` section): a CPU count of 0 means "derive it from the cluster"
+(``cpu_plan.py`` splits the CPUs Ray reports between the learner and the actors).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,27 +30,73 @@ import yaml
 
 TokenFormat = Literal["standard", "role_markers", "turn_markers"]
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "constant"]
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 4  # document -> section -> key -> value
+MAX_SEED = 2**32
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-def _flag(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+@dataclass(frozen=True)
+class Range:
+    """An interval of accepted values, ``[low, high]`` with open ends where asked."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+POSITIVE = Range(0.0, low_open=True)
+NON_NEGATIVE = Range(0.0)
+AT_LEAST_ONE = Range(1)
+FRACTION = Range(0.0, 1.0)
+SCORE = Range(0.0, 5.0)
+
+
+def _flag(default: Any, help: str, valid: Range | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "valid": valid})
 
 
 @dataclass
 class DataConfig:
     data_path: str = _flag("sample", "JSONL(.gz) of scored conversations; 'sample' = bundled set")
-    eval_fraction: float = _flag(0.1, "fraction of rows held out for evaluation")
+    eval_fraction: float = _flag(
+        0.1, "fraction of rows held out for evaluation", Range(0.0, 1.0, high_open=True)
+    )
     lenient: bool = _flag(False, "skip bad rows (within --max_bad_fraction) instead of stopping")
-    max_bad_fraction: float = _flag(0.01, "lenient mode: largest tolerated fraction of bad rows")
-    max_line_bytes: int = _flag(1 << 20, "longest accepted JSONL line, in bytes")
+    max_bad_fraction: float = _flag(
+        0.01, "lenient mode: largest tolerated fraction of bad rows", FRACTION
+    )
+    max_line_bytes: int = _flag(1 << 20, "longest accepted JSONL line, in bytes", AT_LEAST_ONE)
+    max_total_bytes: int = _flag(
+        2 << 30, "most bytes read from a data file (after decompression)", AT_LEAST_ONE
+    )
+    max_rows: int = _flag(10_000_000, "most lines read from a data file", AT_LEAST_ONE)
     token_format: TokenFormat = _flag("standard", "how conversations are rendered to text")
-    max_seq_length: int = _flag(512, "tokens per training sequence; longer ones are truncated")
+    max_seq_length: int = _flag(
+        512, "tokens per training sequence; longer ones are truncated", Range(2)
+    )
     use_curriculum: bool = _flag(False, "order training data easy to hard with a pacing schedule")
     curriculum_pacing: Literal["linear", "root", "step"] = _flag("linear", "curriculum pacing")
-    curriculum_start_fraction: float = _flag(0.3, "share of the easiest data available at start")
-    curriculum_score_weight: float = _flag(0.5, "weight of score vs length in difficulty")
+    curriculum_start_fraction: float = _flag(
+        0.3, "share of the easiest data available at start", Range(0.0, 1.0, low_open=True)
+    )
+    curriculum_score_weight: float = _flag(0.5, "weight of score vs length in difficulty", FRACTION)
     use_decision_transformer: bool = _flag(False, "condition training on the record's score")
-    target_score: float = _flag(5.0, "score that generation is conditioned on (decision mode)")
+    target_score: float = _flag(
+        5.0, "score that generation is conditioned on (decision mode)", SCORE
+    )
 
 
 @dataclass
@@ -54,29 +108,35 @@ class ModelConfig:
 @dataclass
 class SFTConfig:
     run_sft: bool = _flag(False, "run supervised fine-tuning")
-    sft_epochs: int = _flag(3, "SFT epochs")
-    sft_batch_size: int = _flag(8, "SFT examples per optimizer micro-batch, per worker")
-    sft_learning_rate: float = _flag(5e-5, "SFT peak learning rate")
-    gradient_accumulation_steps: int = _flag(1, "micro-batches per optimizer step")
+    sft_epochs: int = _flag(3, "SFT epochs", AT_LEAST_ONE)
+    sft_batch_size: int = _flag(
+        8, "SFT examples per optimizer micro-batch, per worker", AT_LEAST_ONE
+    )
+    sft_learning_rate: float = _flag(5e-5, "SFT peak learning rate", POSITIVE)
+    gradient_accumulation_steps: int = _flag(1, "micro-batches per optimizer step", AT_LEAST_ONE)
     scheduler: Scheduler = _flag("linear", "learning-rate schedule after warmup")
-    cosine_cycles: int = _flag(1, "cycles of cosine_with_restarts")
-    warmup_ratio: float = _flag(0.05, "fraction of steps spent warming up")
-    weight_decay: float = _flag(0.0, "AdamW weight decay")
-    max_grad_norm: float = _flag(1.0, "gradient clipping norm (0 = off)")
+    cosine_cycles: int = _flag(1, "cycles of cosine_with_restarts", AT_LEAST_ONE)
+    warmup_ratio: float = _flag(
+        0.05, "fraction of steps spent warming up", Range(0.0, 1.0, high_open=True)
+    )
+    weight_decay: float = _flag(0.0, "AdamW weight decay", NON_NEGATIVE)
+    max_grad_norm: float = _flag(1.0, "gradient clipping norm (0 = off)", NON_NEGATIVE)
     use_contrastive: bool = _flag(False, "add an InfoNCE loss over pooled response states")
-    contrastive_temp: float = _flag(0.1, "InfoNCE temperature")
-    contrastive_weight: float = _flag(0.1, "weight of the InfoNCE loss")
-    contrastive_threshold: float = _flag(3.5, "scores at or above this are 'high' (positives)")
+    contrastive_temp: float = _flag(0.1, "InfoNCE temperature", POSITIVE)
+    contrastive_weight: float = _flag(0.1, "weight of the InfoNCE loss", NON_NEGATIVE)
+    contrastive_threshold: float = _flag(
+        3.5, "scores at or above this are 'high' (positives)", SCORE
+    )
     use_self_critique: bool = _flag(False, "also learn to write the critique (score_reason)")
-    critique_weight: float = _flag(0.5, "weight of the critique tokens' loss")
+    critique_weight: float = _flag(0.5, "weight of the critique tokens' loss", NON_NEGATIVE)
 
 
 @dataclass
 class RewardModelConfig:
     run_reward_model: bool = _flag(False, "train the reward model on meta_eval_score")
-    rm_epochs: int = _flag(3, "reward-model epochs")
-    rm_batch_size: int = _flag(8, "reward-model batch size per worker")
-    rm_learning_rate: float = _flag(5e-5, "reward-model learning rate")
+    rm_epochs: int = _flag(3, "reward-model epochs", AT_LEAST_ONE)
+    rm_batch_size: int = _flag(8, "reward-model batch size per worker", AT_LEAST_ONE)
+    rm_learning_rate: float = _flag(5e-5, "reward-model learning rate", POSITIVE)
     rm_init: Literal["sft", "base"] = _flag("sft", "start from the SFT output or the base model")
     reward_model_path: str | None = _flag(None, "use this trained reward model instead")
 
@@ -84,15 +144,13 @@ class RewardModelConfig:
 @dataclass
 class RolloutConfig:
     rollout_engine: Literal["vllm", "hf", "auto"] = _flag("auto", "generation engine")
-    num_rollout_workers: int = _flag(1, "RolloutActor count")
-    rollout_num_cpus: float = _flag(0.5, "CPUs per RolloutActor")
-    rollout_num_gpus: float = _flag(0.0, "GPUs per RolloutActor")
-    tensor_parallel_size: int = _flag(1, "vLLM tensor parallel size (GPU)")
-    rollout_max_restarts: int = _flag(2, "Ray restarts of a failed RolloutActor")
-    temperature: float = _flag(1.0, "sampling temperature (also applied in the learner)")
-    top_p: float = _flag(1.0, "nucleus sampling")
-    top_k: int = _flag(0, "top-k sampling (0 = off)")
-    max_new_tokens: int = _flag(32, "response length cap")
+    rollout_max_restarts: int = _flag(2, "Ray restarts of a failed RolloutActor", NON_NEGATIVE)
+    temperature: float = _flag(
+        1.0, "sampling temperature (also applied in the learner)", Range(0.0, 100.0, low_open=True)
+    )
+    top_p: float = _flag(1.0, "nucleus sampling", Range(0.0, 1.0, low_open=True))
+    top_k: int = _flag(0, "top-k sampling (0 = off)", NON_NEGATIVE)
+    max_new_tokens: int = _flag(32, "response length cap", AT_LEAST_ONE)
     rollout_dtype: Literal["float32", "bfloat16", "float16"] = _flag(
         "float32", "dtype the rollout engines run the policy in"
     )
@@ -100,112 +158,164 @@ class RolloutConfig:
 
 @dataclass
 class RewardConfig:
-    adlf_alpha: float = _flag(0.5, "reward = (1 - alpha) * external + alpha * internal")
+    adlf_alpha: float = _flag(0.5, "reward = (1 - alpha) * external + alpha * internal", FRACTION)
     use_coherence_reward: bool = _flag(False, "internal: embedding similarity to the context")
     use_length_penalty: bool = _flag(False, "internal: smooth penalty outside a length band")
-    length_band_min: int = _flag(8, "length band lower edge, in tokens")
-    length_band_max: int = _flag(64, "length band upper edge, in tokens")
-    length_band_width: float = _flag(8.0, "tokens outside the band where length score = e^-0.5")
+    length_band_min: int = _flag(8, "length band lower edge, in tokens", NON_NEGATIVE)
+    length_band_max: int = _flag(64, "length band upper edge, in tokens", NON_NEGATIVE)
+    length_band_width: float = _flag(
+        8.0, "tokens outside the band where length score = e^-0.5", POSITIVE
+    )
     use_fluency_reward: bool = _flag(True, "internal: reference model log-likelihood")
     use_faithfulness_reward: bool = _flag(False, "internal: agreement with the context")
     use_debate_reward: bool = _flag(False, "internal: score agreed by the critique agents")
     use_multi_objective: bool = _flag(False, "normalise objectives, then weight them")
-    quality_weight: float = _flag(0.4, "multi-objective weight of the external reward")
-    fluency_weight: float = _flag(0.2, "multi-objective weight of fluency")
-    faithfulness_weight: float = _flag(0.2, "multi-objective weight of faithfulness")
-    coherence_weight: float = _flag(0.1, "multi-objective weight of coherence")
-    length_weight: float = _flag(0.05, "multi-objective weight of the length penalty")
-    debate_weight: float = _flag(0.05, "multi-objective weight of the debate score")
-    plugin_weight: float = _flag(0.1, "multi-objective weight of the --reward_plugin signal")
-    reward_url_weight: float = _flag(0.1, "multi-objective weight of the --reward_url signal")
+    quality_weight: float = _flag(
+        0.4, "multi-objective weight of the external reward", NON_NEGATIVE
+    )
+    fluency_weight: float = _flag(0.2, "multi-objective weight of fluency", NON_NEGATIVE)
+    faithfulness_weight: float = _flag(0.2, "multi-objective weight of faithfulness", NON_NEGATIVE)
+    coherence_weight: float = _flag(0.1, "multi-objective weight of coherence", NON_NEGATIVE)
+    length_weight: float = _flag(0.05, "multi-objective weight of the length penalty", NON_NEGATIVE)
+    debate_weight: float = _flag(0.05, "multi-objective weight of the debate score", NON_NEGATIVE)
+    plugin_weight: float = _flag(
+        0.1, "multi-objective weight of the --reward_plugin signal", NON_NEGATIVE
+    )
+    reward_url_weight: float = _flag(
+        0.1, "multi-objective weight of the --reward_url signal", NON_NEGATIVE
+    )
     objective_normalization: Literal["running", "rank"] = _flag("running", "per-objective norm")
     normalize_rewards: bool = _flag(False, "whiten final rewards with running statistics")
-    reward_clip: float = _flag(0.0, "clip final rewards to [-c, c] (0 = off)")
+    reward_clip: float = _flag(0.0, "clip final rewards to [-c, c] (0 = off)", NON_NEGATIVE)
     reward_plugin: str | None = _flag(None, "extra signal: path/to/file.py:function")
     reward_url: str | None = _flag(None, "extra signal: HTTP endpoint (JSON)")
-    reward_url_timeout: float = _flag(10.0, "seconds per HTTP reward request")
-    reward_url_retries: int = _flag(2, "retries of a failed HTTP reward request")
+    reward_url_timeout: float = _flag(
+        10.0, "seconds per HTTP reward request (whole answer)", Range(0.0, 3600.0, low_open=True)
+    )
+    reward_url_retries: int = _flag(2, "retries of a failed HTTP reward request", Range(0, 100))
+    http_max_response_bytes: int = _flag(
+        4 << 20, "largest HTTP answer read from --reward_url or --critic_url", AT_LEAST_ONE
+    )
     on_reward_error: Literal["raise", "fallback"] = _flag("raise", "plugin failure policy")
-    reward_fallback_value: float = _flag(0.5, "plugin/URL signal value after a counted failure")
-    reward_batch_size: int = _flag(16, "samples per forward pass of the reward models")
-    num_reward_workers: int = _flag(1, "RewardActor count")
-    reward_num_cpus: float = _flag(0.5, "CPUs per RewardActor")
+    reward_fallback_value: float = _flag(
+        0.5, "plugin/URL signal value after a counted failure", Range(-1e6, 1e6)
+    )
+    reward_batch_size: int = _flag(
+        16, "samples per forward pass of the reward models", AT_LEAST_ONE
+    )
 
 
 @dataclass
 class DebateConfig:
-    num_critics: int = _flag(3, "CritiqueActor count")
-    debate_rounds: int = _flag(2, "debate rounds")
+    num_critics: int = _flag(3, "CritiqueActor count", AT_LEAST_ONE)
+    debate_rounds: int = _flag(2, "debate rounds", AT_LEAST_ONE)
     debate_aggregate: Literal["mean", "median", "trimmed_mean"] = _flag("mean", "last round")
     critic_engine: Literal["policy", "reference", "model", "http"] = _flag("reference", "critic")
     critic_model: str | None = _flag(None, "model for critic_engine=model")
     critic_url: str | None = _flag(None, "OpenAI-compatible base URL for critic_engine=http")
-    critic_num_cpus: float = _flag(0.25, "CPUs per CritiqueActor")
-    critique_max_new_tokens: int = _flag(32, "tokens per written critique")
-    critic_temperature: float = _flag(0.7, "sampling temperature of the critiques (0 = greedy)")
-    critic_timeout: float = _flag(30.0, "seconds per request to --critic_url")
-    critic_retries: int = _flag(1, "retries of a failed --critic_url request")
+    critique_max_new_tokens: int = _flag(32, "tokens per written critique", AT_LEAST_ONE)
+    critic_temperature: float = _flag(
+        0.7, "sampling temperature of the critiques (0 = greedy)", Range(0.0, 100.0)
+    )
+    critic_timeout: float = _flag(
+        30.0,
+        "seconds per request to --critic_url (whole answer)",
+        Range(0.0, 3600.0, low_open=True),
+    )
+    critic_retries: int = _flag(1, "retries of a failed --critic_url request", Range(0, 100))
 
 
 @dataclass
 class PPOConfig:
     run_rlhf: bool = _flag(False, "run RLHF (PPO) with ADLF rewards")
-    rl_rounds: int = _flag(20, "PPO rounds (generate, score, learn, sync)")
-    ppo_epochs: int = _flag(2, "passes over each round's batch")
-    ppo_batch_size: int = _flag(16, "prompts per round")
-    ppo_minibatch_size: int = _flag(8, "sequences per PPO minibatch")
-    ppo_learning_rate: float = _flag(1e-5, "policy (and value) learning rate")
+    rl_rounds: int = _flag(20, "PPO rounds (generate, score, learn, sync)", AT_LEAST_ONE)
+    ppo_epochs: int = _flag(2, "passes over each round's batch", AT_LEAST_ONE)
+    ppo_batch_size: int = _flag(16, "prompts per round", AT_LEAST_ONE)
+    ppo_minibatch_size: int = _flag(8, "sequences per PPO minibatch", AT_LEAST_ONE)
+    ppo_learning_rate: float = _flag(1e-5, "policy (and value) learning rate", POSITIVE)
     advantage: Literal["gae", "grpo", "rloo"] = _flag("gae", "advantage estimator")
-    num_samples_per_prompt: int = _flag(1, "responses per prompt (group size for grpo/rloo)")
-    gamma: float = _flag(1.0, "GAE discount")
-    lam: float = _flag(0.95, "GAE lambda")
-    clip_eps: float = _flag(0.2, "PPO ratio clip")
-    vf_coef: float = _flag(0.1, "value loss weight")
-    value_clip_eps: float = _flag(0.2, "value clip")
-    entropy_coef: float = _flag(0.0, "entropy bonus weight")
+    num_samples_per_prompt: int = _flag(
+        1, "responses per prompt (group size for grpo/rloo)", AT_LEAST_ONE
+    )
+    gamma: float = _flag(1.0, "GAE discount", FRACTION)
+    lam: float = _flag(0.95, "GAE lambda", FRACTION)
+    clip_eps: float = _flag(0.2, "PPO ratio clip", Range(0.0, 1.0, low_open=True))
+    vf_coef: float = _flag(0.1, "value loss weight", NON_NEGATIVE)
+    value_clip_eps: float = _flag(0.2, "value clip", POSITIVE)
+    entropy_coef: float = _flag(0.0, "entropy bonus weight", NON_NEGATIVE)
     kl_estimator: Literal["k1", "k2", "k3"] = _flag("k1", "per-token KL estimator")
-    init_kl_coef: float = _flag(0.05, "initial KL penalty coefficient beta")
+    init_kl_coef: float = _flag(0.05, "initial KL penalty coefficient beta", NON_NEGATIVE)
     use_dynamic_kl: bool = _flag(False, "adapt beta toward --kl_target (Ziegler et al.)")
-    kl_target: float = _flag(6.0, "target KL per sequence for the adaptive controller")
-    kl_horizon: int = _flag(10000, "adaptive controller horizon, in samples")
+    kl_target: float = _flag(6.0, "target KL per sequence for the adaptive controller", POSITIVE)
+    kl_horizon: int = _flag(10000, "adaptive controller horizon, in samples", AT_LEAST_ONE)
     kl_in_loss: bool = _flag(False, "KL as a loss term instead of a reward penalty")
-    ppo_max_grad_norm: float = _flag(1.0, "PPO gradient clipping norm (0 = off)")
+    ppo_max_grad_norm: float = _flag(1.0, "PPO gradient clipping norm (0 = off)", NON_NEGATIVE)
     ppo_lr_schedule: Literal["constant", "linear", "cosine"] = _flag(
         "constant", "PPO learning-rate schedule over all rounds' optimizer steps"
     )
     critic_mode: Literal["shared", "separate"] = _flag("shared", "value head placement")
     reference_placement: Literal["colocated", "actor"] = _flag("colocated", "reference model")
-    eval_every: int = _flag(0, "rounds between held-out evaluations (0 = off)")
-    eval_prompts: int = _flag(32, "held-out prompts per evaluation (greedy responses)")
+    eval_every: int = _flag(
+        0, "rounds between held-out evaluations (0 = off; on: also before round 1)", NON_NEGATIVE
+    )
+    eval_prompts: int = _flag(
+        32, "held-out prompts per evaluation (greedy responses)", AT_LEAST_ONE
+    )
     eval_reward_model_path: str | None = _flag(
         None, "evaluation reward model (trained on data disjoint from the training one's)"
     )
-    kl_budget: float = _flag(10.0, "evaluation: KL per sequence allowed before the penalty")
-    kl_budget_penalty: float = _flag(0.1, "evaluation: objective lost per unit of KL over budget")
+    kl_budget: float = _flag(
+        10.0, "evaluation: KL per sequence allowed before the penalty", NON_NEGATIVE
+    )
+    kl_budget_penalty: float = _flag(
+        0.1, "evaluation: objective lost per unit of KL over budget", NON_NEGATIVE
+    )
+
+
+@dataclass
+class ResourcesConfig:
+    num_workers: int = _flag(1, "Ray Train workers (learner ranks)", AT_LEAST_ONE)
+    use_gpu: bool = _flag(False, "train on GPUs")
+    learner_num_cpus: float = _flag(
+        0.0, "CPUs per CPU Ray Train worker (0 = derived from the cluster)", NON_NEGATIVE
+    )
+    num_rollout_workers: int = _flag(1, "RolloutActor count", AT_LEAST_ONE)
+    rollout_num_cpus: float = _flag(
+        0.0, "CPUs per RolloutActor (0 = derived from the cluster)", NON_NEGATIVE
+    )
+    rollout_num_gpus: float = _flag(0.0, "GPUs per RolloutActor", NON_NEGATIVE)
+    tensor_parallel_size: int = _flag(1, "vLLM tensor parallel size (GPU)", AT_LEAST_ONE)
+    num_reward_workers: int = _flag(1, "RewardActor count", AT_LEAST_ONE)
+    reward_num_cpus: float = _flag(
+        0.0, "CPUs per RewardActor (0 = derived from the cluster)", NON_NEGATIVE
+    )
+    critic_num_cpus: float = _flag(
+        0.0, "CPUs per CritiqueActor (0 = derived from the cluster)", NON_NEGATIVE
+    )
 
 
 @dataclass
 class RunConfig:
     output_dir: str = _flag("outputs/run", "where models, reports and checkpoints go")
-    run_name: str | None = _flag(None, "run name (default: output_dir's name)")
-    seed: int = _flag(0, "global seed")
-    num_workers: int = _flag(1, "Ray Train workers")
-    learner_num_cpus: float = _flag(
-        0.0, "CPUs per CPU Ray Train worker (0 = min(1, cluster CPUs / (2 * num_workers)))"
-    )
-    use_gpu: bool = _flag(False, "train on GPUs")
+    run_name: str | None = _flag(None, "run name, a plain name (default: output_dir's name)")
+    seed: int = _flag(0, "global seed", Range(0, MAX_SEED, high_open=True))
     fp16: bool = _flag(False, "fp16 mixed precision (GPU only)")
     bf16: bool = _flag(False, "bf16 autocast where the device supports it")
     use_wandb: bool = _flag(False, "log to Weights & Biases (offline without a key)")
     wandb_project: str = _flag("ray-adlf", "W&B project")
     resume: bool = _flag(False, "continue the run found in output_dir")
-    checkpoint_every: int = _flag(50, "optimizer steps (or RL rounds) between checkpoints")
-    keep_checkpoints: int = _flag(2, "checkpoints kept")
-    max_failures: int = _flag(1, "worker failures tolerated (restart from last checkpoint)")
+    checkpoint_every: int = _flag(
+        50, "optimizer steps (or RL rounds) between checkpoints", AT_LEAST_ONE
+    )
+    keep_checkpoints: int = _flag(2, "checkpoints kept", AT_LEAST_ONE)
+    max_failures: int = _flag(
+        1, "worker failures tolerated (restart from last checkpoint)", NON_NEGATIVE
+    )
     stop_after_steps: int = _flag(
         0,
         "end this session after N optimizer steps with a checkpoint (0 = run to the end); "
         "the same command (or --resume) continues",
+        NON_NEGATIVE,
     )
 
 
@@ -219,6 +329,7 @@ class Config:
     rewards: RewardConfig = field(default_factory=RewardConfig)
     debate: DebateConfig = field(default_factory=DebateConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -226,14 +337,27 @@ class ConfigError(ValueError):
     """A bad config value, key or file; the message names the flag or key."""
 
 
-def _leaf_fields() -> dict[str, tuple[str, dataclasses.Field, Any]]:
-    """Map flag name -> (section name, field, resolved type)."""
-    leaves: dict[str, tuple[str, dataclasses.Field, Any]] = {}
+@dataclass(frozen=True)
+class Leaf:
+    """One config field: its section, dataclass field, resolved type and declared range."""
+
+    section: str
+    field: dataclasses.Field
+    hint: Any
+
+    @property
+    def valid(self) -> Range | None:
+        return self.field.metadata["valid"]
+
+
+def leaf_fields() -> dict[str, Leaf]:
+    """Map flag name -> Leaf, in declaration order."""
+    leaves: dict[str, Leaf] = {}
     for section in dataclasses.fields(Config):
         section_type = typing.get_type_hints(Config)[section.name]
         hints = typing.get_type_hints(section_type)
         for leaf in dataclasses.fields(section_type):
-            leaves[leaf.name] = (section.name, leaf, hints[leaf.name])
+            leaves[leaf.name] = Leaf(section.name, leaf, hints[leaf.name])
     return leaves
 
 
@@ -259,16 +383,17 @@ def _coerce(flag: str, value: Any, hint: Any) -> Any:
             return False
         raise ConfigError(f"--{flag}: {value!r} is not a boolean")
     if hint in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"--{flag}: expected a number, got a boolean")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"--{flag}: expected a number, got {type(value).__name__}")
         try:
-            number = hint(value) if hint is float or isinstance(value, int) else int(str(value))
-        except (TypeError, ValueError):
-            raise ConfigError(f"--{flag}: {value!r} is not a valid {hint.__name__}") from None
-        return number
+            return hint(value) if hint is float or isinstance(value, int) else int(str(value))
+        except (OverflowError, ValueError):
+            raise ConfigError(
+                f"--{flag}: {str(value)[:40]!r} is not a valid {hint.__name__}"
+            ) from None
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"--{flag}: expected a string, got {value!r}")
+            raise ConfigError(f"--{flag}: expected a string, got {type(value).__name__}")
         return value
     raise ConfigError(f"--{flag}: unsupported type {hint}")
 
@@ -278,164 +403,122 @@ def _require(ok: bool, flag: str, reason: str) -> None:
         raise ConfigError(f"--{flag}: {reason}")
 
 
+def check_ranges(cfg: Config) -> None:
+    """Every number finite and inside the range its field declares."""
+    for flag, leaf in leaf_fields().items():
+        value = getattr(getattr(cfg, leaf.section), flag)
+        if leaf.hint not in (int, float):
+            continue
+        _require(math.isfinite(value), flag, f"must be a finite number, got {value}")
+        if leaf.valid is not None:
+            _require(value in leaf.valid, flag, f"must be {leaf.valid}, got {value:g}")
+
+
+def _check_url(flag: str, url: str) -> None:
+    """The HTTP clients' own URL check (http/https, a host), credentials redacted."""
+    from ray_adlf.http_json import HTTPJSONError, parse_endpoint
+
+    try:
+        parse_endpoint(url)
+    except HTTPJSONError as err:
+        raise ConfigError(f"--{flag}: {err}") from None
+
+
+def objective_weights(cfg: Config) -> dict[str, float]:
+    """The multi-objective weight of every objective that is on (``--flag`` -> weight)."""
+    rewards = cfg.rewards
+    on = {
+        "quality_weight": rewards.adlf_alpha < 1,
+        "coherence_weight": rewards.use_coherence_reward,
+        "length_weight": rewards.use_length_penalty,
+        "fluency_weight": rewards.use_fluency_reward,
+        "faithfulness_weight": rewards.use_faithfulness_reward,
+        "debate_weight": rewards.use_debate_reward,
+        "plugin_weight": rewards.reward_plugin is not None,
+        "reward_url_weight": rewards.reward_url is not None,
+    }
+    return {flag: getattr(rewards, flag) for flag, enabled in on.items() if enabled}
+
+
 def validate(cfg: Config) -> Config:
-    """Check value ranges and combinations; return ``cfg`` or raise ConfigError."""
-    for flag, (section, _, hint) in _leaf_fields().items():
-        value = getattr(getattr(cfg, section), flag)
-        if hint in (int, float) and value is not None:
-            _require(value == value, flag, "must be a number, not NaN")
-    _require(0.0 <= cfg.rewards.adlf_alpha <= 1.0, "adlf_alpha", "must be in [0, 1]")
-    _require(0.0 <= cfg.data.eval_fraction < 1.0, "eval_fraction", "must be in [0, 1)")
-    _require(0.0 <= cfg.data.max_bad_fraction <= 1.0, "max_bad_fraction", "must be in [0, 1]")
-    _require(0.0 <= cfg.data.target_score <= 5.0, "target_score", "must be in [0, 5]")
+    """Check every range, then the combinations; return ``cfg`` or raise ConfigError."""
+    check_ranges(cfg)
+    rollout, rewards, ppo, res = cfg.rollout, cfg.rewards, cfg.ppo, cfg.resources
     _require(
-        0.0 < cfg.data.curriculum_start_fraction <= 1.0,
-        "curriculum_start_fraction",
-        "must be in (0, 1]",
+        rewards.length_band_min <= rewards.length_band_max,
+        "length_band_max",
+        "must be >= --length_band_min",
     )
     _require(
-        0.0 <= cfg.data.curriculum_score_weight <= 1.0,
-        "curriculum_score_weight",
-        "must be in [0, 1]",
-    )
-    positive_ints = {
-        "max_seq_length": cfg.data.max_seq_length,
-        "max_line_bytes": cfg.data.max_line_bytes,
-        "sft_epochs": cfg.sft.sft_epochs,
-        "sft_batch_size": cfg.sft.sft_batch_size,
-        "gradient_accumulation_steps": cfg.sft.gradient_accumulation_steps,
-        "cosine_cycles": cfg.sft.cosine_cycles,
-        "rm_epochs": cfg.reward_model.rm_epochs,
-        "rm_batch_size": cfg.reward_model.rm_batch_size,
-        "num_rollout_workers": cfg.rollout.num_rollout_workers,
-        "tensor_parallel_size": cfg.rollout.tensor_parallel_size,
-        "max_new_tokens": cfg.rollout.max_new_tokens,
-        "num_reward_workers": cfg.rewards.num_reward_workers,
-        "num_critics": cfg.debate.num_critics,
-        "critique_max_new_tokens": cfg.debate.critique_max_new_tokens,
-        "reward_batch_size": cfg.rewards.reward_batch_size,
-        "debate_rounds": cfg.debate.debate_rounds,
-        "rl_rounds": cfg.ppo.rl_rounds,
-        "ppo_epochs": cfg.ppo.ppo_epochs,
-        "ppo_batch_size": cfg.ppo.ppo_batch_size,
-        "ppo_minibatch_size": cfg.ppo.ppo_minibatch_size,
-        "num_samples_per_prompt": cfg.ppo.num_samples_per_prompt,
-        "kl_horizon": cfg.ppo.kl_horizon,
-        "num_workers": cfg.run.num_workers,
-        "checkpoint_every": cfg.run.checkpoint_every,
-        "keep_checkpoints": cfg.run.keep_checkpoints,
-    }
-    for flag, value in positive_ints.items():
-        _require(value >= 1, flag, f"must be >= 1, got {value}")
-    positive_floats = {
-        "sft_learning_rate": cfg.sft.sft_learning_rate,
-        "rm_learning_rate": cfg.reward_model.rm_learning_rate,
-        "ppo_learning_rate": cfg.ppo.ppo_learning_rate,
-        "contrastive_temp": cfg.sft.contrastive_temp,
-        "temperature": cfg.rollout.temperature,
-        "kl_target": cfg.ppo.kl_target,
-        "rollout_num_cpus": cfg.rollout.rollout_num_cpus,
-        "reward_url_timeout": cfg.rewards.reward_url_timeout,
-        "length_band_width": cfg.rewards.length_band_width,
-        "reward_num_cpus": cfg.rewards.reward_num_cpus,
-        "critic_num_cpus": cfg.debate.critic_num_cpus,
-        "critic_timeout": cfg.debate.critic_timeout,
-    }
-    for flag, value in positive_floats.items():
-        _require(value > 0, flag, f"must be > 0, got {value}")
-    non_negative = {
-        "weight_decay": cfg.sft.weight_decay,
-        "max_grad_norm": cfg.sft.max_grad_norm,
-        "contrastive_weight": cfg.sft.contrastive_weight,
-        "critique_weight": cfg.sft.critique_weight,
-        "quality_weight": cfg.rewards.quality_weight,
-        "fluency_weight": cfg.rewards.fluency_weight,
-        "faithfulness_weight": cfg.rewards.faithfulness_weight,
-        "coherence_weight": cfg.rewards.coherence_weight,
-        "length_weight": cfg.rewards.length_weight,
-        "debate_weight": cfg.rewards.debate_weight,
-        "plugin_weight": cfg.rewards.plugin_weight,
-        "reward_url_weight": cfg.rewards.reward_url_weight,
-        "critic_temperature": cfg.debate.critic_temperature,
-        "critic_retries": cfg.debate.critic_retries,
-        "reward_clip": cfg.rewards.reward_clip,
-        "reward_url_retries": cfg.rewards.reward_url_retries,
-        "length_band_min": cfg.rewards.length_band_min,
-        "init_kl_coef": cfg.ppo.init_kl_coef,
-        "vf_coef": cfg.ppo.vf_coef,
-        "entropy_coef": cfg.ppo.entropy_coef,
-        "clip_eps": cfg.ppo.clip_eps,
-        "rollout_max_restarts": cfg.rollout.rollout_max_restarts,
-        "max_failures": cfg.run.max_failures,
-        "stop_after_steps": cfg.run.stop_after_steps,
-        "top_k": cfg.rollout.top_k,
-    }
-    for flag, value in non_negative.items():
-        _require(value >= 0, flag, f"must be >= 0, got {value}")
-    _require(0.0 <= cfg.sft.warmup_ratio < 1.0, "warmup_ratio", "must be in [0, 1)")
-    _require(0.0 < cfg.rollout.top_p <= 1.0, "top_p", "must be in (0, 1]")
-    _require(
-        cfg.rollout.rollout_num_gpus >= 0,
-        "rollout_num_gpus",
-        f"must be >= 0, got {cfg.rollout.rollout_num_gpus}",
-    )
-    _require(
-        cfg.rollout.tensor_parallel_size == 1
-        or cfg.rollout.rollout_num_gpus >= cfg.rollout.tensor_parallel_size,
+        res.tensor_parallel_size == 1 or res.rollout_num_gpus >= res.tensor_parallel_size,
         "tensor_parallel_size",
         "needs --rollout_num_gpus >= --tensor_parallel_size (GPU only)",
     )
     _require(
-        cfg.rollout.tensor_parallel_size == 1 or cfg.rollout.rollout_engine != "hf",
+        res.tensor_parallel_size == 1 or rollout.rollout_engine != "hf",
         "tensor_parallel_size",
         "the hf engine has no tensor parallelism",
     )
     _require(
-        cfg.rollout.rollout_engine != "vllm"
-        or (cfg.rollout.top_k == 0 and cfg.rollout.top_p == 1.0),
+        rollout.rollout_engine != "vllm" or (rollout.top_k == 0 and rollout.top_p == 1.0),
         "rollout_engine",
         "vllm cannot return the learner's unrenormalised logprobs under top-k/top-p; "
         "use --top_k 0 --top_p 1 or --rollout_engine hf",
     )
-    _require(0.0 <= cfg.ppo.gamma <= 1.0, "gamma", "must be in [0, 1]")
-    _require(0.0 <= cfg.ppo.lam <= 1.0, "lam", "must be in [0, 1]")
     _require(
-        cfg.rewards.length_band_min <= cfg.rewards.length_band_max,
-        "length_band_max",
-        "must be >= --length_band_min",
-    )
-    _require(cfg.ppo.ppo_max_grad_norm >= 0, "ppo_max_grad_norm", "must be >= 0")
-    for flag in ("eval_every", "kl_budget", "kl_budget_penalty"):
-        _require(getattr(cfg.ppo, flag) >= 0, flag, "must be >= 0")
-    _require(cfg.run.learner_num_cpus >= 0, "learner_num_cpus", "must be >= 0")
-    _require(cfg.ppo.eval_prompts >= 1, "eval_prompts", "must be >= 1")
-    _require(
-        cfg.ppo.ppo_batch_size % cfg.run.num_workers == 0,
+        ppo.ppo_batch_size % res.num_workers == 0,
         "ppo_batch_size",
-        f"must be a multiple of --num_workers ({cfg.run.num_workers}): each rank takes "
+        f"must be a multiple of --num_workers ({res.num_workers}): each rank takes "
         "whole prompt groups",
     )
-    if cfg.ppo.advantage in ("grpo", "rloo"):
+    if ppo.advantage in ("grpo", "rloo"):
         _require(
-            cfg.ppo.num_samples_per_prompt >= 2,
+            ppo.num_samples_per_prompt >= 2,
             "num_samples_per_prompt",
-            f"--advantage {cfg.ppo.advantage} needs >= 2 samples per prompt",
+            f"--advantage {ppo.advantage} needs >= 2 samples per prompt",
         )
-    if cfg.rewards.reward_plugin is not None:
+    _require(
+        not (ppo.kl_in_loss and ppo.kl_estimator == "k1"),
+        "kl_in_loss",
+        "with --kl_estimator k1 the loss's gradient is zero in expectation (no KL control); "
+        "use --kl_estimator k3 (or k2)",
+    )
+    if cfg.ppo.run_rlhf:
         _require(
-            ":" in cfg.rewards.reward_plugin, "reward_plugin", "expected path/to/file.py:function"
+            cfg.data.max_seq_length > rollout.max_new_tokens,
+            "max_seq_length",
+            f"must exceed --max_new_tokens ({rollout.max_new_tokens}): prompts get the rest",
         )
-    if cfg.rewards.reward_url is not None:
+    if rewards.use_multi_objective:
+        weights = objective_weights(cfg)
         _require(
-            cfg.rewards.reward_url.startswith(("http://", "https://")),
-            "reward_url",
-            "must start with http:// or https://",
+            sum(weights.values()) > 0,
+            next(iter(weights), "quality_weight"),
+            f"every objective that is on has weight 0 ({', '.join(f'--{w}' for w in weights)}): "
+            "the reward would always be 0",
         )
+    if rewards.reward_plugin is not None:
+        _require(":" in rewards.reward_plugin, "reward_plugin", "expected path/to/file.py:function")
+    for flag, url in (("reward_url", rewards.reward_url), ("critic_url", cfg.debate.critic_url)):
+        if url is not None:
+            _check_url(flag, url)
     if cfg.debate.critic_engine == "model":
         _require(bool(cfg.debate.critic_model), "critic_model", "needed by --critic_engine model")
     if cfg.debate.critic_engine == "http":
         _require(bool(cfg.debate.critic_url), "critic_url", "needed by --critic_engine http")
     _require(not (cfg.run.fp16 and cfg.run.bf16), "fp16", "choose one of --fp16 and --bf16")
+    _require(
+        not cfg.run.fp16 or res.use_gpu,
+        "fp16",
+        "needs --use_gpu (on CPU use --bf16 or the fp32 default)",
+    )
+    if cfg.run.run_name is not None:
+        _require(
+            RUN_NAME.fullmatch(cfg.run.run_name) is not None,
+            "run_name",
+            f"{cfg.run.run_name!r} is not a plain name (letters, digits, '.', '_', '-'; "
+            "no '/', at most 128 characters)",
+        )
     return cfg
 
 
@@ -444,62 +527,118 @@ def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(data: dict[str, Any], source: str = "config") -> Config:
+def from_dict(data: Any, source: str = "config") -> Config:
     """Build a Config from nested data (a full or partial dump); unknown keys are errors."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
-    leaves = _leaf_fields()
+    leaves = leaf_fields()
     cfg = Config()
     for section_name, values in data.items():
-        if not hasattr(cfg, section_name):
-            raise ConfigError(f"{source}: unknown section {section_name!r}")
+        if not isinstance(section_name, str) or not hasattr(cfg, section_name):
+            raise ConfigError(f"{source}: unknown section {str(section_name)[:60]!r}")
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section {section_name!r} must be a mapping")
         section = getattr(cfg, section_name)
         for key, value in values.items():
-            if key not in leaves or leaves[key][0] != section_name:
-                raise ConfigError(f"{source}: unknown key {section_name}.{key}")
-            setattr(section, key, _coerce(key, value, leaves[key][2]))
+            leaf = leaves.get(key) if isinstance(key, str) else None
+            if leaf is None:
+                raise ConfigError(f"{source}: unknown key {section_name}.{str(key)[:60]}")
+            if leaf.section != section_name:
+                raise ConfigError(
+                    f"{source}: {section_name}.{key}: {key} belongs in section {leaf.section}"
+                )
+            setattr(section, key, _coerce(key, value, leaf.hint))
     return cfg
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases and nesting deeper than ``MAX_YAML_DEPTH``."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        where = f"line {event.start_mark.line + 1}"
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise ConfigError(f"{where}: YAML anchors and aliases are not allowed in a config")
+        nested = isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent))
+        if nested and self.depth >= MAX_YAML_DEPTH:
+            raise ConfigError(f"{where}: nested deeper than {MAX_YAML_DEPTH} levels")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def load_yaml(path: str | Path) -> Config:
-    """Read a YAML dump of the config; errors name the file."""
+    """Read a YAML dump of the config; errors name the file (size, depth, aliases checked
+    before anything is built)."""
+    path = Path(path)
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read config: {err}") from None
+        if not path.is_file():
+            raise ConfigError(f"{path}: not a config file (missing, or not a regular file)")
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES} bytes; not a config dump")
+        text = path.read_text(encoding="utf-8")
+        data = yaml.load(text, Loader=_ConfigLoader) or {}  # noqa: S506 (a SafeLoader)
+    except ConfigError as err:
+        raise ConfigError(
+            str(err) if str(err).startswith(str(path)) else f"{path}: {err}"
+        ) from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {err.problem or err.context}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        reason = " ".join(str(err).split())[:300]
+        raise ConfigError(f"{path}: cannot read config: {reason}") from None
     return from_dict(data, source=str(path))
 
 
+def redacted_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    """``to_dict(cfg)`` with credentials removed from its URLs (what is stored or logged)."""
+    from ray_adlf.secrets import redact_url
+
+    data = to_dict(cfg)
+    for section, key in (("rewards", "reward_url"), ("debate", "critic_url")):
+        if data[section][key]:
+            data[section][key] = redact_url(data[section][key])
+    return data
+
+
 def save_yaml(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config; ``load_yaml`` reads it back to an equal Config."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    """Write the resolved config atomically, URLs redacted; ``load_yaml`` reads it back."""
+    from ray_adlf.files import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(redacted_dict(cfg), sort_keys=False))
 
 
-def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
-    """Add ``--config`` and one flag per leaf field except ``exclude`` (a command that gives
-    such a name another meaning; the field is then set through ``--config``); unset flags
-    stay absent from the result."""
+def add_config_flags(
+    parser: argparse.ArgumentParser, flags: typing.Collection[str] | None = None
+) -> None:
+    """Add ``--config`` and one flag per leaf field named in ``flags`` (all when None; the
+    others are still set through ``--config``); unset flags stay absent from the result."""
     parser.add_argument("--config", default=argparse.SUPPRESS, help="YAML dump of the config")
-    sections: dict[str, argparse._ArgumentGroup] = {}
-    for flag, (section, leaf, hint) in _leaf_fields().items():
-        if flag in exclude:
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for flag, leaf in leaf_fields().items():
+        if flags is not None and flag not in flags:
             continue
-        group = sections.setdefault(section, parser.add_argument_group(f"{section} options"))
-        help_text = f"{leaf.metadata['help']} (default: {leaf.default})"
-        if hint is bool:
+        group = groups.setdefault(
+            leaf.section, parser.add_argument_group(f"{leaf.section} options")
+        )
+        help_text = f"{leaf.field.metadata['help']} (default: {leaf.field.default})"
+        if leaf.hint is bool:
             group.add_argument(
                 f"--{flag}",
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
                 help=help_text,
             )
-        elif typing.get_origin(hint) is Literal:
+        elif typing.get_origin(leaf.hint) is Literal:
             group.add_argument(
                 f"--{flag}",
-                choices=typing.get_args(hint),
+                choices=typing.get_args(leaf.hint),
                 default=argparse.SUPPRESS,
                 help=help_text,
             )
@@ -510,7 +649,8 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] =
 def config_from_args(args: argparse.Namespace) -> Config:
     """Defaults, then ``--config`` YAML, then the explicitly given flags; validated."""
     cfg = load_yaml(args.config) if getattr(args, "config", None) else Config()
-    for flag, (section, _, hint) in _leaf_fields().items():
-        if flag in vars(args):
-            setattr(getattr(cfg, section), flag, _coerce(flag, vars(args)[flag], hint))
+    given = vars(args)
+    for flag, leaf in leaf_fields().items():
+        if flag in given:
+            setattr(getattr(cfg, leaf.section), flag, _coerce(flag, given[flag], leaf.hint))
     return validate(cfg)

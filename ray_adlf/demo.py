@@ -1,17 +1,22 @@
 """``ray-adlf demo``: the whole pipeline on the bundled tiny model and sample, offline, on CPU.
 
-SFT (2 Ray Train workers), the reward model, then RLHF with ADLF rewards: the reward model's
-score, and fluency, coherence (MiniLM), faithfulness, a length penalty and a two-critic debate
-as internal signals. It starts a local Ray (or joins the one ``RAY_ADDRESS`` names), writes
-everything into ``--output_dir`` and prints where the report is. A few minutes on 2 cores.
+SFT (2 Ray Train workers), the reward model and an evaluation reward model (on disjoint halves
+of the training records), then RLHF with ADLF rewards: the reward model's score, and fluency,
+coherence (MiniLM), faithfulness, a length penalty and a two-critic debate as internal
+signals. Before round 1 and after the last round the policy is evaluated on held-out prompts
+(the evaluation reward model's score of greedy responses, and the KL to the SFT policy); the
+last lines say what RLHF changed, with standard errors. It starts a local Ray (or joins the one
+``RAY_ADDRESS`` names) and writes everything into ``--output_dir``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import logging
 from typing import Any
 
 from ray_adlf.config import Config, validate
+
+log = logging.getLogger("ray_adlf.demo")
 
 
 def demo_config(output_dir: str) -> Config:
@@ -27,32 +32,42 @@ def demo_config(output_dir: str) -> Config:
     cfg.reward_model.run_reward_model = True
     cfg.reward_model.rm_epochs = 3
     cfg.reward_model.rm_learning_rate = 5e-4
-    cfg.rollout.rollout_engine = "hf"  # no vLLM start-up (30-60 s on CPU) for 16 short rounds
-    cfg.rollout.rollout_num_cpus = 0.25
+    cfg.rollout.rollout_engine = "hf"  # no vLLM start-up (30-60 s on CPU) for a short run
     cfg.rollout.max_new_tokens = 24
     cfg.rewards.adlf_alpha = 0.3
     cfg.rewards.use_coherence_reward = True
     cfg.rewards.use_faithfulness_reward = True
     cfg.rewards.use_length_penalty = True
     cfg.rewards.use_debate_reward = True
-    cfg.rewards.reward_num_cpus = 0.25
     cfg.debate.num_critics = 2
     cfg.debate.debate_rounds = 2
-    cfg.debate.critic_num_cpus = 0.1
     cfg.ppo.run_rlhf = True
     cfg.ppo.rl_rounds = 16
     cfg.ppo.ppo_batch_size = 16
     cfg.ppo.ppo_learning_rate = 1e-4
+    cfg.ppo.eval_every = 16
+    cfg.ppo.eval_prompts = 40
     cfg.run.output_dir = output_dir
-    cfg.run.num_workers = 2
+    cfg.resources.num_workers = 2
     return validate(cfg)
 
 
-def run_demo(output_dir: str) -> dict[str, Any]:
-    """Run the demo into ``output_dir``; return the pipeline summary."""
-    from ray_adlf.train.pipeline import run_pipeline
+def outcome_lines(rlhf: dict[str, Any]) -> list[str]:
+    """What RLHF changed on held-out prompts, from the RL stage's summary."""
+    if "eval/gain" not in rlhf:
+        return []
+    gain, gain_se = rlhf["eval/gain"], rlhf["eval/gain_se"]
+    verdict = "better" if gain > 2 * gain_se else "not better by 2 standard errors"
+    return [
+        "held-out evaluation (evaluation reward model's score of greedy responses, 0-5):",
+        f"  SFT policy   {rlhf['eval/baseline_score']:.3f} +- {rlhf['eval/baseline_score_se']:.3f}",
+        f"  RLHF policy  {rlhf['eval/score']:.3f} +- {rlhf['eval/score_se']:.3f}"
+        f"   (KL to SFT {rlhf['eval/kl']:.2f} +- {rlhf['eval/kl_se']:.2f} per response)",
+        f"  change {gain:+.3f} +- {gain_se:.3f} (paired over prompts): RLHF is {verdict}",
+    ]
 
-    summary = run_pipeline(demo_config(output_dir))
-    print(f"\ndemo finished: final policy in {Path(summary['output_dir'])}")
-    print(f"run report: {summary['report']}")
-    return summary
+
+def print_outcome(summary: dict[str, Any]) -> None:
+    """The demo's last lines: the before/after evaluation and where the report is."""
+    for line in outcome_lines(summary.get("rlhf", {})):
+        log.info(line)

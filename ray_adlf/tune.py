@@ -29,8 +29,9 @@ end). Search: ``random`` (Tune's variant generator) or ``optuna`` (TPE; not with
 Resources: a trial's placement group (``trial_bundles``) holds ``TRIAL_CPUS`` for the trial
 function and one bundle per actor it starts (rollout, reward, evaluation reward (+ critics,
 reference actor)); its Ray Train workers take ``--num_workers x --learner_num_cpus`` in their own
-group. Trials run at most ``floor(C / trial_cpus)`` at a time on C CPUs, so no trial waits on a
-half-placed trainer.
+group. ``tune_plan.plan_search`` decides the shares before Ray starts: one trial per 2 CPUs at
+once (``--max_concurrent_trials`` otherwise), each within ``C / concurrent`` of the C CPUs, so
+no trial waits on a half-placed trainer.
 
 Restore: the experiment lives in ``<output_dir>/ray_tune/<run_name>-tune``; when Tune can restore
 it (the driver died), the same command resumes it (``Tuner.restore``), errored trials included.
@@ -42,10 +43,9 @@ trial), ``objective.png`` and ``report.md``.
 
 from __future__ import annotations
 
-import argparse
 import csv
-import importlib.util
 import json
+import logging
 import math
 import threading
 import uuid
@@ -56,81 +56,29 @@ import ray
 from ray import tune
 from ray.train import UserCallback
 
-from ray_adlf.config import Config, ConfigError, from_dict, save_yaml, to_dict, validate
+from ray_adlf.config import Config, ConfigError, from_dict, save_yaml, to_dict
+from ray_adlf.files import atomic_write_text
 from ray_adlf.models.loading import resolve_model_path
-from ray_adlf.train.common import learner_cpus_per_worker, run_name
-from ray_adlf.train.pipeline import read_and_split, run_pipeline
-from ray_adlf.train.ppo import rl_actor_cpus, run_rlhf
-from ray_adlf.train.reward_model import EVAL_STAGE
-
-METRIC = "eval/objective"
-TRIAL_CPUS = 0.05  # the trial function itself: it waits on its trainer and forwards results
-WEIGHT_FLAGS = (
-    "quality_weight",
-    "fluency_weight",
-    "faithfulness_weight",
-    "coherence_weight",
-    "length_weight",
-    "debate_weight",
-    "plugin_weight",
-    "reward_url_weight",
+from ray_adlf.preflight import TrainPlan
+from ray_adlf.stages import EVAL_REWARD_MODEL, REWARD_MODEL, SFT, StagePlan
+from ray_adlf.train.common import run_name
+from ray_adlf.train.pipeline import run_pipeline
+from ray_adlf.train.ppo import run_rlhf
+from ray_adlf.tune_plan import (
+    PBT_MUTABLE,
+    SECTIONS,
+    SearchPlan,
+    TuneOptions,
+    apply_params,
+    plan_search,
+    trial_bundles,
 )
-PBT_MUTABLE = ("adlf_alpha", "kl_target", *WEIGHT_FLAGS)
-SECTIONS = {flag: section for section, values in to_dict(Config()).items() for flag in values}
+
+log = logging.getLogger(__name__)
+METRIC = "eval/objective"
 
 
-def load_space(path: str | Path) -> dict[str, Any]:
-    """``space()`` of the Python file at ``path``; every key must be a config flag."""
-    spec = importlib.util.spec_from_file_location(f"tune_space_{Path(path).stem}", path)
-    if spec is None or not Path(path).is_file():
-        raise ConfigError(f"--space: no Python file at {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    space = module.space()
-    unknown = sorted(set(space) - set(SECTIONS))
-    if unknown:
-        raise ConfigError(f"--space {path}: not config flags: {', '.join(unknown)}")
-    return space
-
-
-def apply_params(cfg: Config, params: dict[str, Any]) -> Config:
-    """A copy of ``cfg`` with ``params`` (flag -> value) set; weights rescaled to sum to 1."""
-    data = to_dict(cfg)
-    for flag, value in params.items():
-        data[SECTIONS[flag]][flag] = value
-    total = sum(data["rewards"][flag] for flag in WEIGHT_FLAGS)
-    for flag in WEIGHT_FLAGS:
-        data["rewards"][flag] /= total
-    return validate(from_dict(data))
-
-
-def trial_bundles(cfg: Config) -> list[dict[str, float]]:
-    """The trial's placement group: the trial function, then one bundle per actor it starts
-    (Tune places the actors a trial creates in its placement group)."""
-    return [{"CPU": TRIAL_CPUS}] + [{"CPU": cpus} for cpus in rl_actor_cpus(cfg)]
-
-
-def trial_cpus(cfg: Config, cluster_cpus: float) -> float:
-    """CPUs one trial holds: its placement group and its Ray Train workers (own group)."""
-    learner = learner_cpus_per_worker(cfg, cluster_cpus)
-    return sum(b["CPU"] for b in trial_bundles(cfg)) + cfg.run.num_workers * learner
-
-
-def search_config(cfg: Config, rounds_per_trial: int) -> Config:
-    """The trials' base config: RLHF for ``rounds_per_trial`` rounds, evaluated and
-    checkpointed every ``--eval_every`` rounds (1 when unset)."""
-    base = from_dict(to_dict(cfg))
-    base.run.output_dir = str(Path(cfg.run.output_dir).resolve())
-    base.ppo.run_rlhf = True
-    base.ppo.rl_rounds = rounds_per_trial
-    base.ppo.eval_every = base.ppo.eval_every or 1
-    base.run.checkpoint_every = base.ppo.eval_every
-    base.run.stop_after_steps = 0
-    base.run.resume = False
-    return validate(base)
-
-
-def prepare(cfg: Config) -> dict[str, str]:
+def prepare(cfg: Config, train_records: list, eval_records: list) -> dict[str, str]:
     """SFT (if on), reward model and evaluation reward model, once; their paths."""
     prep = from_dict(to_dict(cfg))
     prep.run.output_dir = str(Path(cfg.run.output_dir) / "prepared")
@@ -140,8 +88,11 @@ def prepare(cfg: Config) -> dict[str, str]:
     marker = Path(prep.run.output_dir) / "prepared.json"
     if marker.is_file():
         return json.loads(marker.read_text(encoding="utf-8"))
-    summary = run_pipeline(prep)
-    stages = [summary[s] for s in ("sft", "reward_model", EVAL_STAGE) if s in summary]
+    stages = [SFT] if cfg.sft.run_sft else []
+    stages += [REWARD_MODEL] + ([] if cfg.ppo.eval_reward_model_path else [EVAL_REWARD_MODEL])
+    plan = TrainPlan(StagePlan(run=stages), train_records, eval_records)
+    summary = run_pipeline(prep, plan)
+    stages = [summary[s] for s in ("sft", "reward_model", EVAL_REWARD_MODEL) if s in summary]
     if not all(stage["complete"] for stage in stages):
         raise RuntimeError(f"tune: preparation stopped early: {summary}")
     prepared = {
@@ -149,10 +100,10 @@ def prepare(cfg: Config) -> dict[str, str]:
         if "sft" in summary
         else resolve_model_path(cfg.model.model_name),
         "reward_model": summary["reward_model"]["path"],
-        "eval_reward_model": summary.get(EVAL_STAGE, {}).get("path")
+        "eval_reward_model": summary.get(EVAL_REWARD_MODEL, {}).get("path")
         or cfg.ppo.eval_reward_model_path,
     }
-    marker.write_text(json.dumps(prepared, indent=2), encoding="utf-8")
+    atomic_write_text(marker, json.dumps(prepared, indent=2))
     return prepared
 
 
@@ -240,53 +191,39 @@ def make_scheduler(name: str, space: dict[str, Any], max_evals: int, interval: i
 
 
 def run_tune(
-    cfg: Config,
-    space_path: str,
-    num_samples: int,
-    scheduler: str = "asha",
-    search: str = "random",
-    rounds_per_trial: int = 0,
-    perturbation_interval: int = 1,
+    cfg: Config, options: TuneOptions, train_records: list, eval_records: list
 ) -> dict[str, Any]:
-    """Prepare, search (or resume the search), write the outputs; return their paths."""
-    if not ray.is_initialized():
-        ray.init()
-    if search == "optuna" and scheduler == "pbt":
-        raise ConfigError("--search optuna: PBT mutates trials itself; use --search random")
-    space = load_space(space_path)
-    if any(flag in space for flag in WEIGHT_FLAGS) and not cfg.rewards.use_multi_objective:
-        raise ConfigError("--space: objective weights need --use_multi_objective")
-    base = search_config(cfg, rounds_per_trial or cfg.ppo.rl_rounds)
-    train_records, eval_records = read_and_split(base)
-    prepared = prepare(base)
+    """Fit the trials into the cluster's CPUs, prepare, search (or resume the search), write
+    the outputs; return their paths. Needs a connected Ray; the records are validated."""
+    plan: SearchPlan = plan_search(cfg, options, ray.cluster_resources().get("CPU", 1.0))
+    log.info(plan.describe(options.num_samples))
+    trial, space, concurrent = plan.trial, plan.space, plan.concurrent
+    prepared = prepare(plan.base, train_records, eval_records)
     trainable = tune.with_resources(
         tune.with_parameters(
             rl_trial,
-            base=to_dict(base),
+            base=to_dict(trial),
             train_records=train_records,
             eval_records=eval_records,
             prepared=prepared,
         ),
-        tune.PlacementGroupFactory(trial_bundles(base)),
+        tune.PlacementGroupFactory(trial_bundles(trial)),
     )
-    name = f"{run_name(base)}-tune"
-    storage = Path(base.run.output_dir) / "ray_tune"
+    name = f"{run_name(trial)}-tune"
+    storage = Path(trial.run.output_dir) / "ray_tune"
     if tune.Tuner.can_restore(storage / name):
         tuner = tune.Tuner.restore(str(storage / name), trainable, resume_errored=True)
     else:
-        tuner = new_tuner(
-            trainable, base, space, num_samples, scheduler, search, perturbation_interval
-        )
+        tuner = new_tuner(trainable, trial, space, options, concurrent)
     results = tuner.fit()
-    return write_outputs(results, base, Path(base.run.output_dir) / "tune" / run_name(base))
+    return write_outputs(results, trial, Path(trial.run.output_dir) / "tune" / run_name(trial))
 
 
-def new_tuner(trainable, base: Config, space, num_samples, scheduler, search, interval):
+def new_tuner(trainable, base: Config, space, options: TuneOptions, concurrent: int):
     """A Tuner over ``space`` with the scheduler, searcher and concurrency of ``run_tune``."""
     max_evals = math.ceil(base.ppo.rl_rounds / base.ppo.eval_every)
-    cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
     search_alg = None
-    if search == "optuna":
+    if options.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(seed=base.run.seed)
@@ -296,17 +233,19 @@ def new_tuner(trainable, base: Config, space, num_samples, scheduler, search, in
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode="max",
-            scheduler=make_scheduler(scheduler, space, max_evals, interval),
+            scheduler=make_scheduler(
+                options.scheduler, space, max_evals, options.perturbation_interval
+            ),
             search_alg=search_alg,
-            num_samples=num_samples,
-            max_concurrent_trials=max(1, int(cluster_cpus // trial_cpus(base, cluster_cpus))),
+            num_samples=options.num_samples,
+            max_concurrent_trials=concurrent,
         ),
         run_config=tune.RunConfig(
             name=f"{run_name(base)}-tune",
             storage_path=str(Path(base.run.output_dir) / "ray_tune"),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=base.run.max_failures),
-            verbose=1,
+            verbose=0,
         ),
     )
 
@@ -368,7 +307,6 @@ def write_outputs(results, base: Config, out_dir: Path) -> dict[str, Any]:
         "![objective over rounds](objective.png)",
     ]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"best config ({METRIC} {best.metrics[METRIC]:.4f}): {best.config}")
     return {
         "best_config": str(out_dir / "best_config.yaml"),
         "best": best.config,
@@ -377,16 +315,3 @@ def write_outputs(results, base: Config, out_dir: Path) -> dict[str, Any]:
         "report": str(out_dir / "report.md"),
         "trials": len(results),
     }
-
-
-def run_tune_from_args(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    """``run_tune`` with the parsed ``add_tune_flags`` values."""
-    return run_tune(
-        cfg,
-        args.space,
-        args.num_samples,
-        args.tune_scheduler,
-        args.search,
-        args.rounds_per_trial,
-        args.perturbation_interval,
-    )

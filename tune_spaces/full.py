@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ray import tune
 
-from ray_adlf.tune import load_space
+from ray_adlf.tune_plan import load_space
 
 HERE = Path(__file__).parent
 

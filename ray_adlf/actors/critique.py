@@ -70,6 +70,7 @@ def critic_specs(cfg: Config, policy_model: str, reference_model: str) -> list[C
             seed=cfg.run.seed + k,
             timeout=debate.critic_timeout,
             retries=debate.critic_retries,
+            max_response_bytes=cfg.rewards.http_max_response_bytes,
             follows_policy=follows_policy,
         )
         for k, (engine, model, url, follows_policy) in enumerate(kinds)
@@ -116,7 +117,9 @@ class CritiquePool:
     def from_config(cls, cfg: Config, policy_model: str, reference_model: str) -> CritiquePool:
         specs = critic_specs(cfg, policy_model, reference_model)
         debate = cfg.debate
-        return cls(specs, debate.debate_rounds, debate.debate_aggregate, debate.critic_num_cpus)
+        return cls(
+            specs, debate.debate_rounds, debate.debate_aggregate, cfg.resources.critic_num_cpus
+        )
 
     def _judge(self, requests: list[list[JudgeRequest]]) -> list[list[Verdict]]:
         return ray.get([a.judge.remote(r) for a, r in zip(self.actors, requests)])

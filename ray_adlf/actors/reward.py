@@ -62,19 +62,19 @@ class RewardPool:
         reward_model: str | None,
         token_format: str,
         max_length: int,
+        num_workers: int,
+        num_cpus: float,
         startup_timeout_s: float = 600.0,
     ) -> None:
         options = RewardActor.options(
-            num_cpus=rewards.reward_num_cpus,
-            runtime_env={
-                "env_vars": {"OMP_NUM_THREADS": str(max(1, math.floor(rewards.reward_num_cpus)))}
-            },
+            num_cpus=num_cpus,
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, math.floor(num_cpus)))}},
         )
         self.actors = [
             options.remote(rewards, reference_model, reward_model, token_format, max_length)
-            for _ in range(rewards.num_reward_workers)
+            for _ in range(num_workers)
         ]
-        wait_until_ready(self.actors, "RewardActor", rewards.reward_num_cpus, startup_timeout_s)
+        wait_until_ready(self.actors, "RewardActor", num_cpus, startup_timeout_s)
 
     @classmethod
     def from_config(cls, cfg: Config, reference_model: str, reward_model: str | None) -> RewardPool:
@@ -84,6 +84,8 @@ class RewardPool:
             reward_model,
             cfg.data.token_format,
             cfg.data.max_seq_length,
+            cfg.resources.num_reward_workers,
+            cfg.resources.reward_num_cpus,
         )
 
     def submit(

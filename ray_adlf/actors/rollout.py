@@ -155,14 +155,14 @@ class RolloutPool:
     @classmethod
     def from_config(cls, cfg: Config) -> RolloutPool:
         """A pool as ``cfg.rollout`` asks for it, on ``cfg.model``; ``auto`` resolved and logged."""
-        rollout = cfg.rollout
+        rollout, res = cfg.rollout, cfg.resources
         return cls(
             choose_engine(rollout.rollout_engine, rollout.top_k, rollout.top_p),
             cfg.model.model_name,
-            num_workers=rollout.num_rollout_workers,
-            num_cpus=rollout.rollout_num_cpus,
-            num_gpus=rollout.rollout_num_gpus,
-            tensor_parallel_size=rollout.tensor_parallel_size,
+            num_workers=res.num_rollout_workers,
+            num_cpus=res.rollout_num_cpus,
+            num_gpus=res.rollout_num_gpus,
+            tensor_parallel_size=res.tensor_parallel_size,
             max_restarts=rollout.rollout_max_restarts,
             dtype=rollout.rollout_dtype,
             seed=cfg.run.seed,

@@ -19,6 +19,11 @@ we estimate a spread; with it each group's GRPO advantages have mean 0 and varia
 to eps; all 0 for equal scores), it matches the biased variance used for whitening. DeepSeekMath
 / TRL use the sample (unbiased, G - 1) std, which makes advantages smaller by sqrt((G - 1) / G)
 (0.87 at G = 4) -- a constant rescale, equivalent to a smaller learning rate.
+
+Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-Like Training") removes both length and
+difficulty biases of GRPO: the advantage is the group-mean baseline WITHOUT the std division,
+``group_advantages(scores, G, "grpo", normalize_std=False)``, and the loss is normalised by a
+constant, ``aggregate_loss(..., "seq_mean_token_sum_norm", constant_length=max_new_tokens)``.
 """
 
 from __future__ import annotations

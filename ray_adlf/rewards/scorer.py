@@ -102,7 +102,10 @@ class RewardScorer:
         self.plugin = load_plugin(rewards.reward_plugin) if rewards.reward_plugin else None
         self.http = (
             HTTPRewardClient(
-                rewards.reward_url, rewards.reward_url_timeout, rewards.reward_url_retries
+                rewards.reward_url,
+                rewards.reward_url_timeout,
+                rewards.reward_url_retries,
+                max_response_bytes=rewards.http_max_response_bytes,
             )
             if rewards.reward_url
             else None

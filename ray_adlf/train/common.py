@@ -12,8 +12,8 @@ data, model, SFT, seed or worker-count settings (which would change the data ord
 weights) is refused, naming the flags.
 
 Trainer: ``TorchTrainer`` (DDP over gloo on CPU, NCCL on GPU) with
-``ScalingConfig(num_workers, use_gpu)``; CPU workers ask for
-``--learner_num_cpus`` CPUs, else ``cpus_per_worker`` (a fraction on small machines); ``CheckpointConfig(num_to_keep=
+``ScalingConfig(num_workers, use_gpu)``; CPU workers ask for ``--learner_num_cpus`` CPUs (derived
+from the cluster when 0: ``planned``, ``cpu_plan.py``); ``CheckpointConfig(num_to_keep=
 --keep_checkpoints)``; ``FailureConfig(max_failures=--max_failures)``: when a worker dies, the
 whole group restarts from the last checkpoint.
 
@@ -31,7 +31,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ray_adlf.config import Config, ConfigError, load_yaml, save_yaml, to_dict
+from ray_adlf.config import Config, ConfigError, load_yaml, redacted_dict, save_yaml
+from ray_adlf.files import atomic_write_text
+from ray_adlf.stages import COMPLETE_MARKER
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ TRAINING_STATE_FILES = (
     "training_args.bin",
 )
 SFT_RESUME_SECTIONS = ("data", "model", "sft")
-RESUME_RUN_FIELDS = ("seed", "num_workers")
+RESUME_FIELDS = (("run", "seed"), ("resources", "num_workers"))
 
 
 def run_name(cfg: Config) -> str:
@@ -74,9 +76,9 @@ def stage_run_dir(cfg: Config, stage: str) -> Path:
 
 def _resume_differences(started: Config, now: Config, sections: tuple[str, ...]) -> list[str]:
     """``flag: old -> new`` for the settings that must match to resume exactly."""
-    old, new = to_dict(started), to_dict(now)
+    old, new = redacted_dict(started), redacted_dict(now)
     keys = [(section, key) for section in sections for key in new[section]]
-    keys += [("run", key) for key in RESUME_RUN_FIELDS]
+    keys += list(RESUME_FIELDS)
     return [
         f"--{key}: {old[section][key]!r} -> {new[section][key]!r}"
         for section, key in keys
@@ -112,24 +114,26 @@ def prepare_stage_run(
     return True
 
 
-def cpus_per_worker(cluster_cpus: float, num_workers: int) -> float:
-    """CPUs each CPU worker requests: ``min(1, cluster_cpus / (2 * num_workers))``.
+def cluster_cpus() -> float:
+    """CPUs of the Ray cluster this process is connected to."""
+    import ray
 
-    Half the cluster stays free for the other actors a run starts (the Train controller, and
-    rollout or reward actors in later stages); 2 CPUs and 2 workers give 0.5 each.
-    """
-    return min(1.0, cluster_cpus / (2 * num_workers))
+    return float(ray.cluster_resources().get("CPU", 1.0))
 
 
-def learner_cpus_per_worker(cfg: Config, cluster_cpus: float) -> float:
-    """CPUs a CPU learner worker asks for: ``--learner_num_cpus``, else ``cpus_per_worker``."""
-    return cfg.run.learner_num_cpus or cpus_per_worker(cluster_cpus, cfg.run.num_workers)
+def planned(cfg: Config, stage: str) -> Config:
+    """``cfg`` with the stage's derived CPU shares filled in for the whole cluster
+    (``cpu_plan.plan_resources``), checked to fit."""
+    from ray_adlf.cpu_plan import check_fits, plan_resources
+
+    budget = cluster_cpus()
+    cfg = plan_resources(cfg, stage, budget)
+    check_fits(cfg, stage, budget, "the Ray cluster")
+    return cfg
 
 
 def precision(cfg: Config) -> str:
-    """``fp16``, ``bf16`` or ``fp32`` (the default); fp16 needs ``--use_gpu``."""
-    if cfg.run.fp16 and not cfg.run.use_gpu:
-        raise ConfigError("--fp16: needs --use_gpu (on CPU use --bf16 or the fp32 default)")
+    """``fp16``, ``bf16`` or ``fp32`` (the default); ``validate`` keeps fp16 to GPUs."""
     if cfg.run.fp16:
         return "fp16"
     return "bf16" if cfg.run.bf16 else "fp32"
@@ -144,19 +148,16 @@ def make_torch_trainer(
 ):
     """A TorchTrainer for ``stage`` with the scaling, storage, checkpoint and failure configs;
     ``callbacks``: Ray Train ``UserCallback``s run by the controller (Tune uses one)."""
-    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    resources = None
-    if not cfg.run.use_gpu:
-        resources = {"CPU": learner_cpus_per_worker(cfg, ray.cluster_resources().get("CPU", 1.0))}
+    resources = None if cfg.resources.use_gpu else {"CPU": cfg.resources.learner_num_cpus}
     return TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
-            num_workers=cfg.run.num_workers,
-            use_gpu=cfg.run.use_gpu,
+            num_workers=cfg.resources.num_workers,
+            use_gpu=cfg.resources.use_gpu,
             resources_per_worker=resources,
         ),
         run_config=RunConfig(
@@ -174,12 +175,15 @@ def _is_training_state(name: str) -> bool:
 
 
 def write_model_outputs(checkpoint_dir: str | Path, cfg: Config, model_card: str) -> Path:
-    """Copy model + tokenizer from ``checkpoint_dir`` into ``output_dir``; card and config."""
+    """Copy model + tokenizer from ``checkpoint_dir`` into ``output_dir``; card, config, and
+    last the completion marker (an output without it is unfinished: ``stages.finished_output``)."""
     output_dir = Path(cfg.run.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / COMPLETE_MARKER).unlink(missing_ok=True)
     for item in Path(checkpoint_dir).iterdir():
         if item.is_file() and not _is_training_state(item.name):
             shutil.copy2(item, output_dir / item.name)
-    (output_dir / "README.md").write_text(model_card, encoding="utf-8")
+    atomic_write_text(output_dir / "README.md", model_card)
     save_yaml(cfg, output_dir / "config.yaml")
+    atomic_write_text(output_dir / COMPLETE_MARKER, "")
     return output_dir

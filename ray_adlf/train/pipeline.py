@@ -1,57 +1,62 @@
-"""``run_pipeline(cfg)``: the selected training stages, in order, into ``--output_dir``.
+"""``run_pipeline(cfg, plan)``: the planned training stages, in order, into ``--output_dir``.
 
-1. Read and validate the data once (strict, or lenient with ``--lenient``), split it into
-   training and held-out records by seed (``data/sft_dataset.split_records``).
-2. SFT (``--run_sft``, ``train/sft.py``) -> ``output_dir/sft``.
-3. Reward model (``--run_reward_model``, ``train/reward_model.py``) -> ``output_dir/reward_model``,
-   starting from the SFT output. With ``--eval_every`` (the held-out objective, e.g. for Tune)
-   and no ``--eval_reward_model_path``, the training records are split in two disjoint halves:
-   the reward model learns from one, an evaluation reward model (``output_dir/eval_reward_model``)
-   from the other, so the policy is never judged by the model it was trained against.
-4. RLHF (``--run_rlhf``, ``train/ppo.py``) -> ``output_dir/rlhf``, from the SFT output (or
-   ``--model_name``), with the reward model of step 3 (or ``--reward_model_path``).
+``preflight.check_train`` has already validated the data (split into training and held-out
+records by seed) and decided the stages (``stages.plan_stages``); this runs them:
 
-A stage left unfinished by ``--stop_after_steps`` ends the pipeline there; the same command
-continues it. Models of earlier runs into the same ``output_dir`` are reused when their stage is
-not run again. The last policy stage's model (RLHF, else SFT) is also written to ``output_dir``
-itself, next to the resolved ``config.yaml`` and the run report (``report.md`` with plots, from
-``metrics.jsonl``). Ray is started (``ray.init()``) when the caller has not connected to it.
+1. SFT (``train/sft.py``) -> ``output_dir/sft``.
+2. Reward model (``train/reward_model.py``) -> ``output_dir/reward_model``, from the SFT output.
+   With an evaluation reward model in the plan (``--eval_every``), the training records are
+   split in two disjoint halves: the reward model learns from one, the evaluation reward model
+   (``output_dir/eval_reward_model``) from the other, so the policy is never judged by the
+   model it was trained against.
+3. RLHF (``train/ppo.py``) -> ``output_dir/rlhf``, from the SFT output (or ``--model_name``),
+   with the reward model of step 2 (or ``--reward_model_path``, or a finished earlier one).
+
+Each stage prints one line when it starts and one when it ends (its key figures and where its
+output is), with a live bar between; a stage that raises ends the pipeline with
+``StageFailed`` (the traceback goes to the run log). A stage left unfinished by
+``--stop_after_steps`` ends the pipeline there; the same command continues it. The last policy
+stage's model (RLHF, else SFT) is also written to ``output_dir`` itself, next to the resolved
+``config.yaml`` and the run report (``report.md`` with plots, from ``metrics.jsonl``).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ray_adlf.config import Config, from_dict, save_yaml, to_dict
-from ray_adlf.data.records import Record
-from ray_adlf.data.sample import sample_path
-from ray_adlf.data.sft_dataset import split_records
-from ray_adlf.data.validate import read_records
+from ray_adlf.console import StageProgress
+from ray_adlf.data.records import Record, split_records
 from ray_adlf.models.loading import resolve_model_path
+from ray_adlf.preflight import TrainPlan
 from ray_adlf.report import write_report
+from ray_adlf.stages import (
+    EVAL_REWARD_MODEL,
+    REWARD_MODEL,
+    RLHF,
+    SFT,
+    StageFailed,
+    finished_output,
+)
 from ray_adlf.tracking import METRICS_FILE
-from ray_adlf.train.common import run_name, stage_output_dir
-from ray_adlf.train.ppo import run_rlhf
-from ray_adlf.train.reward_model import EVAL_STAGE, run_reward_model
-from ray_adlf.train.sft import run_sft
+from ray_adlf.train.common import run_name
 
 log = logging.getLogger(__name__)
 REPORTED = ("loss", "eval_loss", "eval_spearman", "reward", "kl", "eval/objective")
-
-
-def data_file(data_path: str) -> str:
-    """``sample`` -> the bundled sample; any other path unchanged."""
-    return str(sample_path()) if data_path == "sample" else data_path
+UNITS = {SFT: "step", REWARD_MODEL: "step", EVAL_REWARD_MODEL: "step", RLHF: "round"}
 
 
 def report_lines(summary: dict[str, Any]) -> list[str]:
     """One line per stage: status, steps and its final figures."""
     lines = []
     for stage, values in summary.items():
-        if isinstance(values, dict):
+        if isinstance(values, dict) and "complete" in values:
             status = "complete" if values["complete"] else "stopped early (resumable)"
             losses = ", ".join(f"{k} {values[k]:.4f}" for k in REPORTED if k in values)
             lines.append(
@@ -61,21 +66,30 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def read_and_split(cfg: Config) -> tuple[list[Record], list[Record]]:
-    """The validated records of ``--data_path``, split into training and held-out by seed."""
-    records = read_records(
-        data_file(cfg.data.data_path),
-        lenient=cfg.data.lenient,
-        max_bad_fraction=cfg.data.max_bad_fraction,
-        max_line_bytes=cfg.data.max_line_bytes,
-    ).records
-    return split_records(records, cfg.data.eval_fraction, cfg.run.seed)
-
-
-def existing_model(cfg: Config, stage: str) -> str | None:
-    """``output_dir/<stage>`` when an earlier run left a model there."""
-    path = stage_output_dir(cfg, stage)
-    return str(path) if (path / "config.json").is_file() else None
+def run_stage(
+    cfg: Config, stage: str, description: str, total: int | None, run: Callable[[], dict]
+) -> dict[str, Any]:
+    """Announce, run with a progress bar, announce the end; failures become StageFailed."""
+    log.info("[%s] start: %s", stage, description)
+    started = time.monotonic()
+    metrics = Path(cfg.run.output_dir) / METRICS_FILE
+    try:
+        with StageProgress(metrics, stage, total, UNITS[stage]):
+            summary = run()
+    except Exception as err:
+        log.debug("%s stage failed", stage, exc_info=True)
+        raise StageFailed(stage, err) from err
+    figures = ", ".join(f"{k} {summary[k]:.4g}" for k in REPORTED if k in summary)
+    where = summary.get("path") or f"checkpoint {summary['checkpoint']} (resumable)"
+    log.info(
+        "[%s] %s in %.0f s: %s -> %s",
+        stage,
+        "done" if summary["complete"] else f"stopped at step {summary['step']}",
+        time.monotonic() - started,
+        figures or "no figures",
+        where,
+    )
+    return summary
 
 
 def publish_policy(policy_dir: str, output_dir: Path) -> None:
@@ -85,49 +99,67 @@ def publish_policy(policy_dir: str, output_dir: Path) -> None:
             shutil.copy2(item, output_dir / item.name)
 
 
-def run_pipeline(cfg: Config) -> dict[str, Any]:
-    """Run the stages selected in ``cfg``; return ``{"output_dir", "run_name", <stage>: {...}}``."""
-    import ray
+def run_pipeline(cfg: Config, plan: TrainPlan) -> dict[str, Any]:
+    """Run the planned stages; return ``{"output_dir", "run_name", <stage>: {...}, "report"}``.
 
-    if not ray.is_initialized():
-        ray.init()
+    Needs a connected Ray (``ray.init``), like every stage.
+    """
+    from ray_adlf.train.ppo import run_rlhf
+    from ray_adlf.train.reward_model import run_reward_model
+    from ray_adlf.train.sft import run_sft
+
     cfg = from_dict(to_dict(cfg))
     cfg.run.output_dir = str(Path(cfg.run.output_dir).resolve())  # workers run elsewhere
     output_dir = Path(cfg.run.output_dir)
-    train_records, eval_records = read_and_split(cfg)
-    log.info(
-        "data: %d training and %d held-out records from %s",
-        len(train_records),
-        len(eval_records),
-        cfg.data.data_path,
-    )
+    train, held_out = plan.train_records, plan.eval_records
     summary: dict[str, Any] = {"output_dir": str(output_dir), "run_name": run_name(cfg)}
-    policy = existing_model(cfg, "sft") or resolve_model_path(cfg.model.model_name)
-    reward_model = cfg.reward_model.reward_model_path or existing_model(cfg, "reward_model")
-    eval_reward_model = cfg.ppo.eval_reward_model_path or existing_model(cfg, EVAL_STAGE)
+    policy = finished_output(cfg, SFT) or resolve_model_path(cfg.model.model_name)
+    reward_model = cfg.reward_model.reward_model_path or finished_output(cfg, REWARD_MODEL)
+    eval_model = cfg.ppo.eval_reward_model_path or finished_output(cfg, EVAL_REWARD_MODEL)
+    rm_records: list[Record] = train
+    eval_rm_records: list[Record] = []
+    if EVAL_REWARD_MODEL in plan.stages.run:
+        rm_records, eval_rm_records = split_records(train, 0.5, cfg.run.seed)
     final_policy = None
-    stages_done = True
-    if cfg.sft.run_sft:
-        summary["sft"] = run_sft(cfg, train_records, eval_records)
-        stages_done = summary["sft"]["complete"]
-        final_policy = summary["sft"].get("path")
-        policy = final_policy or policy
-    if stages_done and cfg.reward_model.run_reward_model:
-        rm_records, eval_rm_records = train_records, []
-        if cfg.ppo.eval_every and not cfg.ppo.eval_reward_model_path:
-            rm_records, eval_rm_records = split_records(train_records, 0.5, cfg.run.seed)
-        summary["reward_model"] = run_reward_model(cfg, rm_records, eval_records)
-        stages_done = summary["reward_model"]["complete"]
-        reward_model = summary["reward_model"].get("path", reward_model)
-        if stages_done and eval_rm_records:
-            summary[EVAL_STAGE] = run_reward_model(cfg, eval_rm_records, eval_records, EVAL_STAGE)
-            stages_done = summary[EVAL_STAGE]["complete"]
-            eval_reward_model = summary[EVAL_STAGE].get("path", eval_reward_model)
-    if stages_done and cfg.ppo.run_rlhf:
-        summary["rlhf"] = run_rlhf(
-            cfg, train_records, policy, reward_model, eval_records, eval_reward_model
-        )
-        final_policy = summary["rlhf"].get("path")
+    for stage in plan.stages.run:
+        if stage == SFT:
+            result = run_stage(
+                cfg,
+                SFT,
+                f"{cfg.model.model_name} on {len(train)} records ({len(held_out)} held out), "
+                f"{cfg.sft.sft_epochs} epochs, {cfg.resources.num_workers} worker(s)",
+                None,
+                partial(run_sft, cfg, train, held_out),
+            )
+            policy = final_policy = result.get("path", policy)
+        elif stage in (REWARD_MODEL, EVAL_REWARD_MODEL):
+            records = rm_records if stage == REWARD_MODEL else eval_rm_records
+            result = run_stage(
+                cfg,
+                stage,
+                f"regression on the human score of {len(records)} records, "
+                f"{cfg.reward_model.rm_epochs} epochs",
+                None,
+                partial(run_reward_model, cfg, records, held_out, stage),
+            )
+            if stage == REWARD_MODEL:
+                reward_model = result.get("path", reward_model)
+            else:
+                eval_model = result.get("path", eval_model)
+        else:
+            result = run_stage(
+                cfg,
+                RLHF,
+                f"PPO ({cfg.ppo.advantage}) from {policy}, {cfg.ppo.rl_rounds} rounds of "
+                f"{cfg.ppo.ppo_batch_size} prompts, alpha {cfg.rewards.adlf_alpha:g}",
+                cfg.ppo.rl_rounds,
+                partial(run_rlhf, cfg, train, policy, reward_model, held_out, eval_model),
+            )
+            final_policy = result.get("path", final_policy)
+        summary[stage] = result
+        if not result["complete"]:
+            log.info("[%s] stopped early: run the same command again to continue", stage)
+            break
     output_dir.mkdir(parents=True, exist_ok=True)
     if final_policy:
         publish_policy(final_policy, output_dir)

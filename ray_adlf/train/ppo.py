@@ -30,6 +30,7 @@ so a resumed run continues exactly where it stopped.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import tempfile
 import time
@@ -39,10 +40,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ray_adlf.algo import AdaptiveKLController, FixedKLController
-from ray_adlf.config import Config, ConfigError, RewardConfig, from_dict, to_dict
+from ray_adlf.algo.evaluation import mean_and_se, paired_difference
+from ray_adlf.config import Config, RewardConfig, from_dict, redacted_dict, to_dict
 from ray_adlf.data.formats import prepare_tokenizer
 from ray_adlf.data.records import Record
 from ray_adlf.data.rl_prompts import PromptStream, build_rl_prompts, prompt_order
@@ -50,8 +51,8 @@ from ray_adlf.engines.base import SamplingParams
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer
 from ray_adlf.models.policy import PolicyWithValue, pack_sequences, response_forward
 from ray_adlf.train.common import (
-    learner_cpus_per_worker,
     make_torch_trainer,
+    planned,
     prepare_stage_run,
     run_name,
     stage_output_dir,
@@ -68,7 +69,6 @@ log = logging.getLogger(__name__)
 
 STAGE = "rlhf"
 STATE_FILE = "learner_state.pt"
-REFERENCE_NUM_CPUS = 0.5  # the ReferenceActor (--reference_placement actor)
 RESUME_SECTIONS = ("data", "model", "rollout", "rewards", "debate", "ppo")
 
 
@@ -196,27 +196,70 @@ def rollout_and_score(
     }
 
 
+EVAL_SEED_OFFSET = 50_000_000  # evaluation samples never reuse a training round's seeds
+
+
 def evaluate(
-    cfg: Config, pools: dict[str, Any], eval_prompts: list, tokenizer, sequence_kl: float
-) -> dict[str, float]:
-    """The comparable objective Tune ranks on: the held-out evaluation reward model's mean
-    score (0-5) of greedy responses to held-out prompts, less ``kl_budget_penalty`` per unit of
-    the round's KL (per sequence, on its sampled batch) over ``kl_budget``."""
-    generated = pools["rollout"].generate(
-        [p.prompt_ids for p in eval_prompts],
-        SamplingParams(temperature=0.0, max_new_tokens=cfg.rollout.max_new_tokens),
+    cfg: Config,
+    pools: dict[str, Any],
+    eval_prompts: list,
+    tokenizer,
+    reference_logprobs,
+    round_index: int,
+    baseline: list[float] | None,
+) -> tuple[dict[str, float], list[float]]:
+    """The held-out evaluation; returns its metrics and the per-prompt scores.
+
+    - ``eval/score`` (+ ``_se``): the evaluation reward model's score (0-5) of the greedy
+      response to each held-out prompt, mean and standard error over prompts;
+    - ``eval/kl`` (+ ``_se``): the KL to the reference (SFT) policy per sequence,
+      ``sum_t log pi(y_t) - log pi_ref(y_t)`` on one response sampled at the training
+      temperature per prompt (an unbiased estimate of the sequence KL);
+    - ``eval/gain`` (+ ``_se``): the paired difference of the scores from ``baseline`` (the
+      scores before round 1), with ``eval/baseline_score``;
+    - ``eval/objective`` (what Tune ranks on): ``eval/score`` less ``--kl_budget_penalty`` per
+      unit of ``eval/kl`` over ``--kl_budget``.
+    """
+    prompts = [p.prompt_ids for p in eval_prompts]
+    greedy = pools["rollout"].generate(
+        prompts, SamplingParams(temperature=0.0, max_new_tokens=cfg.rollout.max_new_tokens)
     )
-    responses = [tokenizer.decode(ids, skip_special_tokens=True) for ids in generated.response_ids]
-    parts = pools["eval"].score(
-        [p.context for p in eval_prompts], responses, generated.response_ids
+    responses = [tokenizer.decode(ids, skip_special_tokens=True) for ids in greedy.response_ids]
+    parts = pools["eval"].score([p.context for p in eval_prompts], responses, greedy.response_ids)
+    scores = [float(s) for s in parts["external_score"]]
+    sampled = pools["rollout"].generate(
+        prompts,
+        SamplingParams(
+            temperature=cfg.rollout.temperature,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            seed=cfg.run.seed * 100_003 + EVAL_SEED_OFFSET + round_index,
+        ),
     )
-    score = float(np.mean(parts["external_score"]))
-    over = max(0.0, sequence_kl - cfg.ppo.kl_budget)
-    return {
+    ref = reference_logprobs(sampled.prompt_ids, sampled.response_ids)
+    kls = [math.fsum(lp) - math.fsum(rp) for lp, rp in zip(sampled.response_logprobs, ref)]
+    score, score_se = mean_and_se(scores)
+    kl, kl_se = mean_and_se(kls)
+    over = max(0.0, kl - cfg.ppo.kl_budget)
+    metrics = {
         "eval/score": score,
+        "eval/score_se": score_se,
+        "eval/kl": kl,
+        "eval/kl_se": kl_se,
         "eval/kl_over_budget": over,
         "eval/objective": score - cfg.ppo.kl_budget_penalty * over,
     }
+    if baseline is not None:
+        gain, gain_se = paired_difference(scores, baseline)
+        baseline_score, baseline_se = mean_and_se(baseline)
+        metrics.update(
+            {
+                "eval/gain": gain,
+                "eval/gain_se": gain_se,
+                "eval/baseline_score": baseline_score,
+                "eval/baseline_score_se": baseline_se,
+            }
+        )
+    return metrics, scores
 
 
 def padded(rows: list[list[float]], width: int) -> torch.Tensor:
@@ -277,12 +320,13 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
         ppo.ppo_batch_size,
     )
     controller, combiner = kl_controller(cfg), make_combiner(cfg.rewards)
-    start_round = 1
+    start_round, eval_baseline = 1, None
     checkpoint = ray.train.get_checkpoint() or loop_config["start_checkpoint"]
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state = load_checkpoint(Path(directory), learner, optimizer, scheduler)
         start_round = state["round"] + 1
+        eval_baseline = state.get("eval_baseline")
         stream.load_state_dict(state["stream"])
         controller.load_state_dict(state["kl_controller"])
         combiner.load_state_dict(state["combiner"])
@@ -292,7 +336,7 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
             "find_unused_parameters": ppo.advantage == "gae" and ppo.critic_mode == "separate"
         },
     )
-    tracker = progress = None
+    tracker = None
     if rank == 0:
         tracker = start_tracker(
             Path(cfg.run.output_dir) / METRICS_FILE,
@@ -300,17 +344,41 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
             start_round - 1,
             cfg.run.output_dir,
             run_name(cfg),
-            to_dict(cfg),
+            redacted_dict(cfg),
             cfg.run.use_wandb,
             cfg.run.wandb_project,
         )
         pools["rollout"].sync_weights(policy_of(learner).state_dict())
 
+    @torch.no_grad()
+    def reference_logprobs(prompt_ids: list, response_ids: list) -> list[list[float]]:
+        if reference is None:
+            return pools["reference"].logprobs(prompt_ids, response_ids, cfg.rollout.temperature)
+        batch = {
+            k: v.to(device)
+            for k, v in pack_sequences(prompt_ids, response_ids, tokenizer.pad_token_id).items()
+        }
+        out = response_forward(reference, batch, cfg.rollout.temperature, with_values=False)
+        return [out["logprobs"][i, : len(r)].tolist() for i, r in enumerate(response_ids)]
+
+    def run_eval(round_index: int) -> tuple[dict[str, float], list[float]]:
+        return evaluate(
+            cfg,
+            pools,
+            loop_config["eval_prompts"],
+            tokenizer,
+            reference_logprobs,
+            round_index,
+            eval_baseline,
+        )
+
+    if rank == 0 and cfg.ppo.eval_every and start_round == 1:
+        before, eval_baseline = run_eval(0)
+        tracker.log(before, 0)
+
     last_round = ppo.rl_rounds
     if cfg.run.stop_after_steps:
         last_round = min(last_round, start_round - 1 + cfg.run.stop_after_steps)
-    if rank == 0:
-        progress = tqdm(total=ppo.rl_rounds, initial=start_round - 1, desc=STAGE, unit="round")
     for round_index in range(start_round, last_round + 1):
         # 1. rank 0: prompts -> responses -> ADLF rewards
         payload: list[Any] = [None]
@@ -414,13 +482,9 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
                     round_index % cfg.ppo.eval_every == 0 or round_index == last_round
                 ):
                     started = time.perf_counter()
-                    metrics.update(
-                        evaluate(cfg, pools, loop_config["eval_prompts"], tokenizer, sequence_kl)
-                    )
+                    metrics.update(run_eval(round_index)[0])
                     metrics["time/eval_s"] = time.perf_counter() - started
                 tracker.log(metrics, round_index)
-                progress.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{sequence_kl:.2f}")
-                progress.update(1)
                 if round_index % cfg.run.checkpoint_every == 0 or round_index == last_round:
                     save_checkpoint(
                         Path(scratch),
@@ -432,6 +496,7 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
                             "stream": stream.state_dict(),
                             "kl_controller": controller.state_dict(),
                             "combiner": combiner.state_dict(),
+                            "eval_baseline": eval_baseline,
                             "wandb_run_id": wandb_run_id(cfg.run.output_dir, run_name(cfg), STAGE),
                         },
                         tokenizer,
@@ -439,50 +504,13 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
                     report_checkpoint = Checkpoint.from_directory(scratch)
             ray.train.report(metrics, checkpoint=report_checkpoint)
     if tracker is not None:
-        progress.close()
         tracker.close()
-
-
-def rl_actor_cpus(cfg: Config) -> list[float]:
-    """CPUs of each actor the RL stage starts: rollout, reward, evaluation reward (with
-    ``--eval_every``), critics (with the debate) and the reference actor (``actor`` placement)."""
-    actors = [cfg.rollout.rollout_num_cpus] * cfg.rollout.num_rollout_workers
-    actors += [cfg.rewards.reward_num_cpus] * (
-        cfg.rewards.num_reward_workers + int(cfg.ppo.eval_every > 0)
-    )
-    if cfg.rewards.use_debate_reward:
-        critics = cfg.debate.num_critics + int(cfg.sft.use_self_critique)
-        actors += [cfg.debate.critic_num_cpus] * critics
-    if cfg.ppo.reference_placement == "actor":
-        actors.append(REFERENCE_NUM_CPUS)
-    return actors
-
-
-def check_cpu_budget(cfg: Config) -> None:
-    """Fail fast, naming the flags, when the RL stage's actors and learners cannot all be placed
-    (Ray would otherwise wait for resources forever)."""
-    import ray
-
-    cluster = ray.cluster_resources().get("CPU", 0.0)
-    actors = sum(rl_actor_cpus(cfg))
-    learner = (
-        0.0 if cfg.run.use_gpu else cfg.run.num_workers * learner_cpus_per_worker(cfg, cluster)
-    )
-    if actors + learner > cluster + 1e-9:
-        raise ConfigError(
-            f"the RL stage needs {actors + learner:g} CPUs (actors {actors:g}, learner "
-            f"{learner:g}) but the Ray cluster has {cluster:g}: lower --rollout_num_cpus, "
-            "--reward_num_cpus, --critic_num_cpus or --learner_num_cpus, or use fewer workers"
-        )
 
 
 def eval_reward_config(cfg: Config) -> RewardConfig:
     """Rewards settings of the evaluation pool: the evaluation reward model alone."""
     return RewardConfig(
-        adlf_alpha=0.0,
-        use_fluency_reward=False,
-        reward_num_cpus=cfg.rewards.reward_num_cpus,
-        reward_batch_size=cfg.rewards.reward_batch_size,
+        adlf_alpha=0.0, use_fluency_reward=False, reward_batch_size=cfg.rewards.reward_batch_size
     )
 
 
@@ -517,7 +545,7 @@ def run_rlhf(
             "--eval_every needs held-out records and an evaluation reward model "
             "(--eval_reward_model_path, or the pipeline's eval_reward_model)"
         )
-    check_cpu_budget(cfg)
+    cfg = planned(cfg, STAGE)
     resumed = prepare_stage_run(cfg, STAGE, sections=RESUME_SECTIONS)
     tokenizer = load_tokenizer(policy_path, cfg.model.trust_remote_code)
     prompts = build_rl_prompts(
@@ -550,12 +578,14 @@ def run_rlhf(
             eval_reward_model_path,
             cfg.data.token_format,
             cfg.data.max_seq_length,
+            num_workers=1,
+            num_cpus=cfg.resources.reward_num_cpus,
         )
     if cfg.rewards.use_debate_reward:
         pools["critique"] = CritiquePool.from_config(cfg, policy_path, policy_path)
     if cfg.ppo.reference_placement == "actor":
         pools["reference"] = ReferenceActorPool(
-            policy_path, cfg.model.trust_remote_code, REFERENCE_NUM_CPUS
+            policy_path, cfg.model.trust_remote_code, cfg.resources.reward_num_cpus
         )
     loop_config = {
         "config": to_dict(cfg),
@@ -577,7 +607,8 @@ def run_rlhf(
         "checkpoint": result.checkpoint.path,
         "step": metrics["round"],
         "max_steps": cfg.ppo.rl_rounds,
-        **{k: metrics[k] for k in ("reward", "kl", "eval/objective") if k in metrics},
+        **{k: metrics[k] for k in ("reward", "kl") if k in metrics},
+        **{k: v for k, v in metrics.items() if k.startswith("eval/")},
     }
     if summary["complete"]:
         out_cfg = from_dict(to_dict(cfg))
@@ -629,7 +660,7 @@ tags: [ray-adlf, rlhf, ppo]
 # {run_name(cfg)}: RLHF with ADLF rewards
 
 PPO policy trained by the ray_adlf RLHF stage from `{policy_path}` ({ppo.rl_rounds} rounds of
-{ppo.ppo_batch_size} prompts x {ppo.num_samples_per_prompt} samples, {cfg.run.num_workers} learner
+{ppo.ppo_batch_size} prompts x {ppo.num_samples_per_prompt} samples, {cfg.resources.num_workers} learner
 worker(s)).
 
 - reward: `(1 - {rewards.adlf_alpha:g}) * external + {rewards.adlf_alpha:g} * internal`;

@@ -43,8 +43,10 @@ from ray_adlf.rewards.reward_model import (
     regression_metrics,
     reward_model_ids,
 )
+from ray_adlf.stages import SFT, finished_output
 from ray_adlf.train.common import (
     make_torch_trainer,
+    planned,
     precision,
     prepare_stage_run,
     run_name,
@@ -55,19 +57,18 @@ from ray_adlf.train.common import (
 log = logging.getLogger(__name__)
 
 STAGE = "reward_model"
-EVAL_STAGE = "eval_reward_model"
 EVAL_METRICS = ("eval_mae", "eval_pearson", "eval_spearman", "eval_pairwise_accuracy")
 
 
 def init_model_path(cfg: Config) -> str:
     """The model the reward model starts from (module docstring)."""
     if cfg.reward_model.rm_init == "sft":
-        sft_dir = stage_output_dir(cfg, "sft")
-        if (sft_dir / "config.json").is_file():
-            return str(sft_dir)
+        sft_dir = finished_output(cfg, SFT)
+        if sft_dir:
+            return sft_dir
         log.warning(
-            "--rm_init sft: no SFT model in %s; starting from --model_name %s",
-            sft_dir,
+            "--rm_init sft: no finished SFT model in %s; starting from --model_name %s",
+            stage_output_dir(cfg, SFT),
             cfg.model.model_name,
         )
     return resolve_model_path(cfg.model.model_name)
@@ -182,7 +183,7 @@ Predicts the human `meta_eval_score` / 5 of a conversation's last assistant turn
 head on a causal LM, regression). Trained by the ray_adlf reward-model stage from `{init}` on
 `{cfg.data.data_path}`: {metrics.get("train_examples")} training and
 {metrics.get("eval_examples")} held-out examples, {rm.rm_epochs} epoch(s), batch
-{rm.rm_batch_size} x {cfg.run.num_workers} worker(s), learning rate {rm.rm_learning_rate:g}.
+{rm.rm_batch_size} x {cfg.resources.num_workers} worker(s), learning rate {rm.rm_learning_rate:g}.
 
 - held-out (0-5 scale): {held_out or "no held-out data"}
 - input: the conversation in token format `{cfg.data.token_format}`, last
@@ -208,7 +209,7 @@ def run_reward_model(
     """Run the stage (module docstring); return its summary (``path`` when complete)."""
     import ray
 
-    precision(cfg)
+    cfg = planned(cfg, stage)
     resumed = prepare_stage_run(cfg, stage, sections=("data", "model", "reward_model"))
     init = init_model_path(cfg)
     loop_config = {

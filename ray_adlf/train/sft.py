@@ -35,6 +35,7 @@ from ray_adlf.data.sft_dataset import (
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer
 from ray_adlf.train.common import (
     make_torch_trainer,
+    planned,
     precision,
     prepare_stage_run,
     run_name,
@@ -74,13 +75,13 @@ def worker_precision(cfg: Config, say: bool) -> str:
     import torch
 
     chosen = precision(cfg)
-    if chosen == "bf16" and cfg.run.use_gpu and not torch.cuda.is_bf16_supported():
+    if chosen == "bf16" and cfg.resources.use_gpu and not torch.cuda.is_bf16_supported():
         chosen = "fp32"
         if say:
             print(f"[{STAGE}] --bf16: this GPU has no bfloat16; training in fp32", flush=True)
     if say:
         kind = {"fp32": "fp32", "bf16": "bfloat16 autocast", "fp16": "float16 autocast"}[chosen]
-        device = "GPU" if cfg.run.use_gpu else "CPU"
+        device = "GPU" if cfg.resources.use_gpu else "CPU"
         print(f"[{STAGE}] precision: {kind} on {device}; weights and optimizer in fp32", flush=True)
     return chosen
 
@@ -185,7 +186,7 @@ def sft_model_card(cfg: Config, metrics: dict[str, Any]) -> str:
         )
     target = data.target_score if data.use_decision_transformer else None
     losses = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("loss", "eval_loss") if k in metrics)
-    workers = cfg.run.num_workers
+    workers = cfg.resources.num_workers
     lines = [
         "---",
         "library_name: transformers",
@@ -240,7 +241,7 @@ def run_sft(cfg: Config, train_records: list[Record], eval_records: list[Record]
     """Run the stage (module docstring); return its summary."""
     import ray
 
-    precision(cfg)  # a bad precision flag fails here, before any worker starts
+    cfg = planned(cfg, STAGE)
     resumed = prepare_stage_run(cfg, STAGE)
     loop_config = {"config": to_dict(cfg), "records": ray.put((train_records, eval_records))}
     result = make_torch_trainer(sft_worker_loop, loop_config, cfg, STAGE).fit()

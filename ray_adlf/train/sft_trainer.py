@@ -27,7 +27,7 @@ states, step, skipping the batches already seen). Written here, because it has n
   held-out data): the LM and critique losses as means over their tokens, the contrastive loss
   as a mean over its anchors.
 - Callbacks: ``RayCheckpointCallback`` reports every saved checkpoint to Ray Train;
-  ``TrackingCallback`` (rank 0) writes metrics (JSONL, W&B) and drives the progress bar;
+  ``TrackingCallback`` (rank 0) writes metrics (JSONL, W&B), which the driver's bar follows;
   ``StopAfterStepsCallback`` ends a session after ``--stop_after_steps`` with a checkpoint.
 
 Precision (``training_arguments``): ``--fp16`` (GPU only) and ``--bf16`` are autocast, with
@@ -52,7 +52,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ray_adlf.algo.contrastive import info_nce_loss
 from ray_adlf.algo.sft_losses import IGNORE_INDEX, response_embeddings, sft_token_losses
-from ray_adlf.config import Config
+from ray_adlf.config import Config, redacted_dict
 from ray_adlf.data.sft_dataset import EpochOrder, EpochOrderSampler
 
 SCHEDULERS = {
@@ -236,42 +236,28 @@ class StopAfterStepsCallback(TrainerCallback):
 
 
 class TrackingCallback(TrainerCallback):
-    """Rank 0: every log row to the tracker; a progress bar with step, loss and ETA.
+    """Rank 0: every log row to the tracker (the driver's progress bar follows those rows).
 
-    A resumed session first logs ``resumed_from_step`` (so restarts show in the metrics file).
+    The first row of a session holds ``max_steps`` (the bar's total); a resumed session also
+    logs ``resumed_from_step`` (so restarts show in the metrics file).
     """
 
     def __init__(self, tracker, stage: str, first_step: int):
         self.tracker = tracker
         self.stage = stage
         self.first_step = first_step
-        self.bar = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        from ray.experimental.tqdm_ray import tqdm
-
-        self.bar = tqdm(total=state.max_steps, desc=self.stage, unit="step")
-        self.bar.update(self.first_step)
+        row: dict[str, Any] = {"max_steps": state.max_steps}
         if self.first_step:
-            self.tracker.log({"resumed_from_step": self.first_step}, self.first_step)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.bar.update(1)
+            row["resumed_from_step"] = self.first_step
+        self.tracker.log(row, self.first_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
         self.tracker.log(numbers, state.global_step)
-        if "loss" in numbers:
-            self.bar.set_description(f"{self.stage} loss {numbers['loss']:.4f}")
-        if "eval_loss" in numbers:
-            print(
-                f"[{self.stage}] step {state.global_step}/{state.max_steps}: "
-                f"eval_loss {numbers['eval_loss']:.4f}",
-                flush=True,
-            )
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.bar.close()
         self.tracker.close()
 
 
@@ -306,7 +292,7 @@ def training_arguments(
         else None,
         warmup_steps=sft.warmup_ratio,
         seed=cfg.run.seed,
-        use_cpu=not cfg.run.use_gpu,
+        use_cpu=not cfg.resources.use_gpu,
         fp16=chosen_precision == "fp16",
         bf16=chosen_precision == "bf16",
         logging_steps=1,
@@ -363,7 +349,7 @@ def run_trainer_session(
                     first_step,
                     cfg.run.output_dir,
                     run_name(cfg),
-                    loop_config["config"],
+                    redacted_dict(cfg),
                     cfg.run.use_wandb,
                     cfg.run.wandb_project,
                 )

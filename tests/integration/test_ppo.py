@@ -39,12 +39,12 @@ def rl_config(output_dir: Path, **overrides) -> Config:
     cfg = Config()
     cfg.data.max_seq_length = 96
     cfg.rollout.rollout_engine = "hf"
-    cfg.rollout.rollout_num_cpus = 0.5
+    cfg.resources.rollout_num_cpus = 0.5
     cfg.rollout.max_new_tokens = 12
     cfg.rewards.adlf_alpha = 1.0
     cfg.rewards.use_fluency_reward = False
     cfg.rewards.reward_plugin = PLUGIN
-    cfg.rewards.reward_num_cpus = 0.25
+    cfg.resources.reward_num_cpus = 0.25
     cfg.ppo.run_rlhf = True
     cfg.ppo.ppo_batch_size = 32
     cfg.ppo.ppo_minibatch_size = 16
@@ -52,7 +52,7 @@ def rl_config(output_dir: Path, **overrides) -> Config:
     cfg.ppo.ppo_learning_rate = 3e-3
     cfg.ppo.init_kl_coef = 0.02
     cfg.run.output_dir = str(output_dir)
-    cfg.run.num_workers = 2
+    cfg.resources.num_workers = 2
     cfg.run.checkpoint_every = 1000
     for dotted, value in overrides.items():
         section, field = dotted.split("__")

@@ -13,9 +13,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ray_adlf.config import Config, validate
-from ray_adlf.data.records import Turn, split_last_assistant
+from ray_adlf.data.records import Turn, split_last_assistant, split_records
 from ray_adlf.data.sample import sample_path
-from ray_adlf.data.sft_dataset import split_records
 from ray_adlf.data.validate import read_records
 from ray_adlf.rewards.reward_model import predict, regression_metrics, reward_model_ids
 from ray_adlf.train.reward_model import run_reward_model

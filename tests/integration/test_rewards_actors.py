@@ -57,8 +57,6 @@ def rewards_config(**overrides) -> RewardConfig:
         use_coherence_reward=True,
         use_length_penalty=True,
         use_faithfulness_reward=True,
-        num_reward_workers=2,
-        reward_num_cpus=0.5,
     )
     for key, value in overrides.items():
         setattr(cfg, key, value)
@@ -67,7 +65,7 @@ def rewards_config(**overrides) -> RewardConfig:
 
 @pytest.fixture(scope="module")
 def reward_pool(cluster, reward_model_dir):
-    pool = RewardPool(rewards_config(), "tiny", reward_model_dir, "standard", 256)
+    pool = RewardPool(rewards_config(), "tiny", reward_model_dir, "standard", 256, 2, 0.5)
     yield pool
     pool.shutdown()
 
@@ -143,8 +141,8 @@ def test_run_score_writes_every_part_of_every_assistant_turn(cluster, reward_mod
     cfg.rewards.use_debate_reward = True
     cfg.debate.num_critics = 2
     cfg.debate.critique_max_new_tokens = 8
-    cfg.rewards.reward_num_cpus = 0.05  # the module's pools hold 1.75 of the 2 CPUs
-    cfg.debate.critic_num_cpus = 0.05
+    cfg.resources.reward_num_cpus = 0.05  # the module's pools hold 1.75 of the 2 CPUs
+    cfg.resources.critic_num_cpus = 0.05
     validate(cfg)
     out = run_score(cfg, tmp_path / "scores.jsonl")
     rows = [json.loads(line) for line in out.read_text().splitlines()]

@@ -70,7 +70,7 @@ def sft_config(output_dir: Path, **run) -> Config:
     cfg.sft.sft_batch_size = 8
     cfg.sft.sft_learning_rate = 1e-3
     cfg.run.output_dir = str(output_dir)
-    cfg.run.num_workers = 2
+    cfg.resources.num_workers = 2
     cfg.run.checkpoint_every = STEPS_PER_EPOCH
     for key, value in run.items():
         setattr(cfg.run, key, value)

@@ -15,7 +15,9 @@ import ray
 
 from ray_adlf.cli import build_parser
 from ray_adlf.config import Config, config_from_args, load_yaml, validate
-from ray_adlf.tune import prepare, run_tune, search_config
+from ray_adlf.preflight import read_data
+from ray_adlf.tune import prepare, run_tune
+from ray_adlf.tune_plan import TuneOptions, search_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,9 +64,16 @@ def cli_flags(output_dir: Path, run: str) -> list[str]:
 def shared(tmp_path_factory):
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     output_dir = tmp_path_factory.mktemp("tune")
-    prepare(search_config(tune_config(output_dir, "prep"), 2))
-    yield output_dir
+    records = read_data(tune_config(output_dir, "prep"))
+    prepare(search_config(tune_config(output_dir, "prep"), 2), *records)
+    yield output_dir, records
     ray.shutdown()
+
+
+def search(shared, run: str, space: str, scheduler: str, rounds: int) -> dict:
+    output_dir, records = shared
+    options = TuneOptions(space, num_samples=2, scheduler=scheduler, rounds_per_trial=rounds)
+    return run_tune(tune_config(output_dir, run), options, *records)
 
 
 def check_outputs(outputs: dict, trials: int) -> None:
@@ -83,13 +92,7 @@ def check_outputs(outputs: dict, trials: int) -> None:
 
 
 def test_asha_search_returns_a_trainable_best_config(shared):
-    outputs = run_tune(
-        tune_config(shared, "asha"),
-        str(ROOT / "tune_spaces" / "adlf_alpha.py"),
-        num_samples=2,
-        scheduler="asha",
-        rounds_per_trial=2,
-    )
+    outputs = search(shared, "asha", str(ROOT / "tune_spaces" / "adlf_alpha.py"), "asha", 2)
     check_outputs(outputs, 2)
 
 
@@ -99,9 +102,7 @@ def test_pbt_search_over_alpha_and_kl_target(shared, tmp_path):
         "from ray import tune\n\n\ndef space():\n"
         "    return {'adlf_alpha': tune.uniform(0, 1), 'kl_target': tune.uniform(0.5, 5)}\n"
     )
-    outputs = run_tune(
-        tune_config(shared, "pbt"), str(space), num_samples=2, scheduler="pbt", rounds_per_trial=3
-    )
+    outputs = search(shared, "pbt", str(space), "pbt", 3)
     check_outputs(outputs, 2)
 
 
@@ -114,21 +115,15 @@ def test_search_resumes_after_the_driver_dies(shared):
         "--num_samples=2",
         "--scheduler=fifo",
         "--rounds_per_trial=2",
-        *cli_flags(shared, run),
+        *cli_flags(shared[0], run),
     ]
     driver = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
-    experiment = shared / "ray_tune" / f"{run}-tune"
+    experiment = shared[0] / "ray_tune" / f"{run}-tune"
     deadline = time.monotonic() + 240
     while not any(p.stat().st_size for p in experiment.glob("*/result.json")):
         assert driver.poll() is None and time.monotonic() < deadline, "no trial result"
         time.sleep(1)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-    outputs = run_tune(
-        tune_config(shared, run),
-        str(ROOT / "tune_spaces" / "adlf_alpha.py"),
-        num_samples=2,
-        scheduler="fifo",
-        rounds_per_trial=2,
-    )
+    outputs = search(shared, run, str(ROOT / "tune_spaces" / "adlf_alpha.py"), "fifo", 2)
     check_outputs(outputs, 2)

@@ -1,30 +1,57 @@
-"""A tiny HTTP server on 127.0.0.1 for plugin and critic tests: ``serve(handler)`` runs
-``handler(path, json_body) -> (status, body_bytes, delay_s)`` per POST and records requests."""
+"""A tiny HTTP server on 127.0.0.1 for plugin and critic tests.
+
+``serve(handler)`` runs ``handler(path, json_body)`` per POST and records each request as a
+``Request(path, body, headers)``. The handler returns ``(status, body_bytes, delay_s)`` for a
+well-formed answer, or ``Raw(chunks)`` to play a hostile server: the chunks (status line and
+headers included) are written as they come, so a generator can trickle them with sleeps.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
 
-Handler = Callable[[str, object], tuple[int, bytes, float]]
+
+@dataclass
+class Raw:
+    """Bytes written verbatim, one flush per chunk, then the connection closes."""
+
+    chunks: Iterable[bytes]
+
+
+class Request(NamedTuple):
+    path: str
+    body: object
+    headers: dict[str, str]
+
+
+Handler = Callable[[str, object], "tuple[int, bytes, float] | Raw"]
 
 
 @contextmanager
-def serve(handler: Handler) -> Iterator[tuple[str, list]]:
+def serve(handler: Handler) -> Iterator[tuple[str, list[Request]]]:
     """Yield ``(base_url, requests)``; the server stops on exit."""
-    requests: list = []
+    requests: list[Request] = []
 
     class _Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            requests.append((self.path, body))
-            status, payload, delay = handler(self.path, body)
-            time.sleep(delay)
+            requests.append(Request(self.path, body, dict(self.headers)))
+            reply = handler(self.path, body)
             try:
+                if isinstance(reply, Raw):
+                    for chunk in reply.chunks:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                    return
+                status, payload, delay = reply
+                time.sleep(delay)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

@@ -1,4 +1,5 @@
 import math
+import random
 
 import pytest
 import torch
@@ -70,3 +71,46 @@ def test_adaptive_controller_rejects_bad_arguments():
         AdaptiveKLController(init_beta=0.1, target=0.0, horizon=10)
     with pytest.raises(ValueError, match="horizon"):
         AdaptiveKLController(init_beta=0.1, target=1.0, horizon=0)
+
+
+def test_masked_estimators_are_zero_at_padding_even_for_inf():
+    logp = torch.tensor([[math.log(0.5), float("-inf"), -1000.0]])
+    logp_ref = torch.tensor([[math.log(0.25), 0.0, float("nan")]])
+    mask = torch.tensor([[1, 0, 0]])
+    for name in ["k1", "k2", "k3"]:
+        out = kl_estimate(logp, logp_ref, name, mask)
+        assert out[0, 1:].tolist() == [0.0, 0.0]
+        assert out[0, 0].item() == pytest.approx(kl_estimate(LOGP, LOGP_REF, name).item())
+
+
+def test_k3_log_ratio_clamped_to_bound():
+    # d = logp_ref - logp = 30 -> clamped to 20: k3 = exp(20) - 20 - 1; -30 -> exp(-20) + 20 - 1
+    logp = torch.tensor([-30.0, 0.0], dtype=torch.float64, requires_grad=True)
+    logp_ref = torch.tensor([0.0, -30.0], dtype=torch.float64)
+    out = kl_k3(logp, logp_ref)
+    assert out.tolist() == pytest.approx([math.exp(20) - 21, math.exp(-20) + 19])
+    out.sum().backward()
+    assert logp.grad.tolist() == [0.0, 0.0]  # the clamp is flat outside [-20, 20]
+    # k1 / k2 have no exp and are not clamped
+    assert kl_k1(logp, logp_ref).tolist() == [-30.0, 30.0]
+
+
+def test_masked_clamped_estimators_match_reference():
+    rng = random.Random(0)
+    n = 200
+    logp = [rng.uniform(-40, 0) for _ in range(n)]
+    logp_ref = [rng.uniform(-40, 0) for _ in range(n)]
+    mask = [1 if rng.random() > 0.3 else 0 for _ in range(n)]
+    want = {"k1": [], "k2": [], "k3": []}
+    for p, q, m in zip(logp, logp_ref, mask, strict=True):
+        d = p - q if m else 0.0
+        x = min(max(-d, -20.0), 20.0)  # only k3 takes an exp, so only k3 is clamped
+        want["k1"].append(d)
+        want["k2"].append(0.5 * d * d)
+        want["k3"].append(math.exp(x) - x - 1)
+    t = torch.tensor
+    for name, values in want.items():
+        got = kl_estimate(
+            t(logp, dtype=torch.float64), t(logp_ref, dtype=torch.float64), name, t(mask)
+        )
+        assert got.tolist() == pytest.approx(values, rel=1e-12, abs=1e-12)

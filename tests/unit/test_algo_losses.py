@@ -95,3 +95,35 @@ def test_kl_loss_masked_mean_of_estimator():
     # k1: (log 2 + 0) / 2; k3: (0.5 + log 2 - 1 + 0) / 2
     assert kl_loss(logp, logp_ref, mask, "k1").item() == pytest.approx(math.log(2) / 2)
     assert kl_loss(logp, logp_ref, mask, "k3").item() == pytest.approx((math.log(2) - 0.5) / 2)
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_kl_loss_with_junk_padding_has_finite_loss_and_gradient(estimator):
+    # the learner's case: policy logprobs unmasked (junk -1000 at padding), reference * mask = 0;
+    # unmasked, k3 would take exp(0 - (-1000)) = inf and backward 0 * inf = NaN
+    logp = torch.tensor([[math.log(0.5), math.log(0.5), -1000.0, -1000.0]], requires_grad=True)
+    logp_ref = torch.tensor([[math.log(0.25), math.log(0.5), 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0, 0]])
+    loss = kl_loss(logp, logp_ref, mask, estimator)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(logp.grad).all()
+    assert logp.grad[0, 2:].tolist() == [0.0, 0.0]
+    if estimator == "k3":
+        # loss = (0.5 + log 2 - 1 + 0) / 2; d k3 / d logp = 1 - exp(logp_ref - logp):
+        # token 0: 1 - 0.5 = 0.5, token 1: 0; divided by the 2 valid tokens
+        assert loss.item() == pytest.approx((math.log(2) - 0.5) / 2)
+        assert logp.grad[0, :2].tolist() == pytest.approx([0.25, 0.0])
+
+
+def test_policy_loss_with_junk_padding_has_finite_gradient():
+    # padding of old_logp at -1000 against logp 0 would give ratio exp(1000) = inf
+    logp = torch.tensor([[math.log(1.1), 0.0, 0.0]], requires_grad=True)
+    old_logp = torch.tensor([[0.0, -1000.0, -1000.0]])
+    advantages = torch.tensor([[1.0, -5.0, float("nan")]])
+    loss, stats = policy_loss(logp, old_logp, advantages, torch.tensor([[1, 0, 0]]), 0.2)
+    loss.backward()
+    # one valid token: A = 1, r = 1.1 unclipped: loss -1.1, gradient -r = -1.1
+    assert loss.item() == pytest.approx(-1.1)
+    assert logp.grad.tolist()[0] == pytest.approx([-1.1, 0.0, 0.0])
+    assert all(torch.isfinite(v) for v in stats.values())

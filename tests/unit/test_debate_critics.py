@@ -6,10 +6,15 @@ from stub_server import json_answer, serve
 from ray_adlf.data.records import Turn
 from ray_adlf.debate.critics import (
     Critic,
+    CriticBackendError,
     CriticSpec,
     HFCriticBackend,
     HTTPCriticBackend,
+    completions_url,
+    make_backend,
     make_critic,
+    masses_from_top_logprobs,
+    ordered_choices,
 )
 from ray_adlf.debate.protocol import JudgeRequest, run_debate
 
@@ -79,7 +84,7 @@ def test_a_critic_answering_garbage_is_counted_not_fatal(tiny_backend):
         bad = [r[2] for r in result.rounds]
         assert all(v.score is None and v.source == "failed" and "banana" in v.error for v in bad)
         assert "banana" in result.rounds[0][2].critique
-    assert all(path == "/completions" for path, _ in requests)
+    assert all(r.path == "/completions" for r in requests)
 
 
 @pytest.mark.parametrize(
@@ -123,7 +128,7 @@ def test_http_critic_reads_the_score_from_top_logprobs():
     assert verdict.critique == "Correct and polite."
     assert verdict.source == "probs"
     assert verdict.score == pytest.approx((4 * 0.6 + 5 * 0.2) / 0.8)
-    critique_request, score_request = (body for _, body in requests)
+    critique_request, score_request = (r.body for r in requests)
     assert critique_request["model"] == "judge-model" and critique_request["max_tokens"] == 32
     assert score_request["max_tokens"] == 1 and score_request["logprobs"] == 20
     assert score_request["prompt"][0].endswith("Critique: Correct and polite.\nScore:")
@@ -153,3 +158,165 @@ def test_critic_specs_follow_the_policy_only_when_they_run_on_it():
     assert [(s.model, s.persona, s.follows_policy) for s in specs][-1] == ("policy-dir", 2, True)
     cfg.sft.use_self_critique, cfg.debate.critic_engine = False, "policy"
     assert all(s.follows_policy for s in critic_specs(cfg, "policy-dir", "reference-dir"))
+
+
+def top(logprobs: dict) -> dict:
+    return {"logprobs": {"top_logprobs": [logprobs]}}
+
+
+@pytest.mark.parametrize(
+    ("choice", "masses"),
+    [
+        (top({" 4": math.log(0.5), "4": math.log(0.25), "A": 0.0}), [0, 0, 0, 0, 0.75, 0]),
+        (top({"0": -math.inf, " 5 ": 0.0005}), [0, 0, 0, 0, 0, 1.0]),  # rounding slack
+        (top({"²": 0.0, "٣": 0.0, "05": 0.0, "-1": 0.0, "3": -1e400}), [0.0] * 6),  # odd tokens
+        ({"text": "4"}, None),
+        ({"logprobs": None}, None),
+        ({"logprobs": {"top_logprobs": []}}, None),
+        ({"logprobs": {"top_logprobs": "4"}}, None),
+        ({"logprobs": {"top_logprobs": [[" 4"]]}}, None),
+    ],
+)
+def test_masses_from_top_logprobs(choice, masses):
+    assert masses_from_top_logprobs(choice) == (None if masses is None else pytest.approx(masses))
+
+
+@pytest.mark.parametrize(
+    ("logprobs", "message"),
+    [
+        ({" 4": 1000}, "score token ' 4' has logprob 1000"),
+        ({"4": 10**400}, "score token '4' has logprob 1000000"),
+        ({"4": -(10**400)}, "score token '4' has logprob -1000000"),
+        ({"4": math.nan}, "has logprob nan"),
+        ({"4": "-0.1"}, "has logprob '-0.1'"),
+        ({"4": True}, "has logprob True"),
+        ({"4": None}, "has logprob None"),
+        ({"4": [-0.1]}, r"has logprob \[-0.1\]"),
+        ({"4": math.log(0.8), " 5": math.log(0.8)}, "probabilities sum to 1.6 > 1"),
+    ],
+)
+def test_malformed_top_logprobs_are_value_errors(logprobs, message):
+    with pytest.raises(ValueError, match=message):
+        masses_from_top_logprobs(top(logprobs))
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"choices": [{"index": 0}, {"index": "1"}]}, "indices must be 0..1"),
+        ({"choices": [{"index": 1}, {"index": 1}]}, "indices must be 0..1"),
+        ({"choices": [{"index": 0}, {"index": 2}]}, "indices must be 0..1"),
+        ({"choices": [{"index": False}, {"index": 1}]}, "indices must be 0..1"),
+        ({"choices": [{"index": 0}, "b"]}, "choices must be objects"),
+        ({"choices": [{}]}, "expected 2 choices"),
+        ([{}, {}], "expected 2 choices"),
+    ],
+)
+def test_malformed_choices_are_value_errors(answer, message):
+    with pytest.raises(ValueError, match=message):
+        ordered_choices(answer, 2)
+
+
+def test_choices_follow_their_index_or_their_position():
+    assert ordered_choices({"choices": [{"index": 1, "t": "b"}, {"index": 0, "t": "a"}]}, 2) == [
+        {"index": 0, "t": "a"},
+        {"index": 1, "t": "b"},
+    ]
+    assert ordered_choices({"choices": [{"t": "a"}, {"t": "b"}]}, 2) == [{"t": "a"}, {"t": "b"}]
+
+
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        ("http://h:8000/v1", "http://h:8000/v1/completions"),
+        ("http://h:8000/v1/", "http://h:8000/v1/completions"),
+        ("http://h/v1?api-version=2", "http://h/v1/completions?api-version=2"),
+        ("http://h/v1#x", "http://h/v1/completions#x"),
+    ],
+)
+def test_completions_url(base, url):
+    assert completions_url(base) == url
+
+
+def critic_server(score_choice):
+    """Critique "Fine."; the score call answers ``score_choice``; the text fallback "banana"."""
+
+    def handler(path, body):
+        n = len(body["prompt"])
+        if body.get("logprobs"):
+            return json_answer({"choices": [score_choice(i) for i in range(n)]})
+        text = "banana" if body["max_tokens"] <= 4 else "Fine."
+        return json_answer({"choices": [{"index": i, "text": text} for i in range(n)]})
+
+    return serve(handler)
+
+
+@pytest.mark.parametrize(
+    ("score_choice", "reason"),
+    [
+        (lambda i: {"index": i, **top({" 4": 1000})}, "has logprob 1000"),
+        (lambda i: {"index": i, **top({" 4": math.nan})}, "has logprob nan"),
+        (lambda i: {"index": i, **top({" 4": 10**400})}, "has logprob 1000"),
+        (lambda i: {"index": i, **top({" 4": "high"})}, "has logprob 'high'"),
+        (lambda i: {"index": i, **top({" 4": -0.1, "4": -0.1})}, "sum to 1.81 > 1"),
+        (lambda i: {"index": str(i), **top({" 4": -0.1})}, "indices must be 0..1"),
+        (lambda i: {"index": 0, **top({" 4": -0.1})}, "indices must be 0..1"),
+        (lambda i: "choice", "choices must be objects"),
+        (lambda i: {"index": i, **top({"²": 0.0, "five": 0.0})}, ""),  # no score token at all
+        (lambda i: {"index": i, "logprobs": [1, 2]}, ""),  # wrong type: no masses
+        (lambda i: {"index": i}, ""),  # missing field: no masses
+    ],
+)
+def test_bad_score_answers_become_failed_verdicts(score_choice, reason):
+    requests = [JudgeRequest(CONTEXTS[i], RESPONSES[i], 1) for i in range(2)]
+    with critic_server(score_choice) as (url, _):
+        verdicts = http_critic(url).judge(requests)
+    for verdict in verdicts:
+        assert (verdict.critique, verdict.score, verdict.source) == ("Fine.", None, "failed")
+        assert reason in verdict.error and "no score in 'banana'" in verdict.error
+
+
+@pytest.mark.parametrize(
+    "text_answer",
+    [
+        {"choices": [{"index": 0, "text": ["4"]}]},
+        {"choices": [{"index": 0, "text": "9" * 5000}]},
+        {"choices": [{"index": "0", "text": "4"}]},
+        {"choices": []},
+    ],
+)
+def test_bad_text_scores_become_failed_verdicts(text_answer):
+    def handler(path, body):
+        if body["max_tokens"] <= 4:
+            return json_answer(text_answer)
+        return json_answer({"choices": [{"index": 0, "text": "Fine."}]})
+
+    with serve(handler) as (url, _):
+        (verdict,) = http_critic(url).judge([JudgeRequest(CONTEXTS[0], RESPONSES[0], 1)])
+    assert (verdict.score, verdict.source) == (None, "failed") and verdict.error
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b"1" * 10**6])
+def test_unreadable_critic_answers_become_failed_verdicts(body):
+    with serve(lambda path, _: (200, body, 0.0)) as (url, _):
+        spec = CriticSpec("http", "m", 0, url=url, timeout=2, retries=0, max_response_bytes=2**21)
+        (verdict,) = make_critic(spec).judge([JudgeRequest(CONTEXTS[0], RESPONSES[0], 1)])
+    assert (verdict.score, verdict.source) == (None, "failed")
+    assert "nested too deeply" in verdict.error or "integer string conversion" in verdict.error
+
+
+def test_critic_answers_over_the_size_cap_become_failed_verdicts():
+    with serve(lambda path, body: json_answer({"choices": [{"text": "x" * 1000}]})) as (url, _):
+        spec = CriticSpec("http", "m", 0, url=url, timeout=2, retries=0, max_response_bytes=500)
+        (verdict,) = make_critic(spec).judge([JudgeRequest(CONTEXTS[0], RESPONSES[0], 1)])
+    assert verdict.source == "failed" and "max_response_bytes = 500" in verdict.error
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/v1", "file:///v1", "localhost:8000/v1"])
+def test_non_http_critic_urls_are_refused_at_construction(url):
+    with pytest.raises(
+        CriticBackendError, match="--critic_url .*must start with http:// or https://"
+    ):
+        HTTPCriticBackend(url, "m", timeout=2, retries=0)
+    with pytest.raises(CriticBackendError, match="must start with http:// or https://"):
+        make_backend(CriticSpec("http", "m", 0, url=url))

@@ -26,6 +26,23 @@ def broken(contexts, responses):
 def not_numbers(contexts, responses):
     return ["high"] * len(responses)
 
+def huge_ints(contexts, responses):
+    return [10**400, 10**5000]
+
+def deep_lists(contexts, responses):
+    deep = []
+    for _ in range(100_000):
+        deep = [deep]
+    return [0.5, deep]
+
+def scalar_array(contexts, responses):
+    import numpy
+    return numpy.array(0.5)
+
+def array_rewards(contexts, responses):
+    import numpy
+    return numpy.array([0.25, 0.75])
+
 NOT_A_FUNCTION = 3
 """
 
@@ -48,11 +65,19 @@ def test_file_plugin_is_loaded_and_called_on_batches(plugin_file):
         ("wrong_length", "expected 2 rewards, got 1"),
         ("broken", "KeyError: 'oops'"),
         ("not_numbers", "reward 0 is not a number"),
+        ("huge_ints", "reward 0 is an integer too large for a float"),
+        ("deep_lists", r"reward 1 is not a number: \[\[\[\[\[\[\[\.\.\.\]"),
+        ("scalar_array", r"expected a list of 2 numbers, got array\(0\.5\)"),
     ],
 )
 def test_file_plugin_failures_are_clear(plugin_file, name, message):
     with pytest.raises(RewardPluginError, match=message):
         call_plugin(load_plugin(f"{plugin_file}:{name}"), CONTEXTS, RESPONSES)
+
+
+def test_a_file_plugin_may_return_a_1d_array(plugin_file):
+    rewards = call_plugin(load_plugin(f"{plugin_file}:array_rewards"), CONTEXTS, RESPONSES)
+    assert rewards.tolist() == [0.25, 0.75]
 
 
 def test_bad_plugin_specs(plugin_file, tmp_path):
@@ -74,7 +99,8 @@ def test_http_endpoint_protocol():
     with serve(handler) as (url, requests):
         client = HTTPRewardClient(f"{url}/reward", timeout=5, retries=0)
         assert client(CONTEXTS, RESPONSES) == pytest.approx([0.02, 0.28])
-    ((_, body),) = requests
+    (request,) = requests
+    body = request.body
     assert body == {
         "contexts": [
             [{"role": "user", "content": "What is 2 plus 2?"}],
@@ -111,6 +137,11 @@ def test_http_timeout_is_retried_then_a_clear_error():
         (json_answer({"rewards": [0.5]}), "expected 2 rewards, got 1"),
         (json_answer({"rewards": [0.5, None]}), "reward 1 is not a number"),
         (json_answer({"detail": "bad"}, status=422), "HTTP 422"),
+        ((200, b"[" * 100_000 + b"]" * 100_000, 0.0), "the answer is JSON nested too deeply"),
+        ((200, b'{"rewards": [' + b"9" * 10**6 + b", 1]}", 0.0), "integer string conversion"),
+        ((200, b'{"rewards": [' + b"9" * 400 + b", 1]}", 0.0), "reward 0 is an integer too large"),
+        ((200, b'{"rewards": [1e999, NaN]}', 0.0), "reward 0 is not finite: inf"),
+        (json_answer({"rewards": 0.5}), "expected a list of 2 numbers, got 0.5"),
     ],
 )
 def test_http_bad_answers_are_clear_errors_without_retry(answer, message):
@@ -118,8 +149,25 @@ def test_http_bad_answers_are_clear_errors_without_retry(answer, message):
         serve(lambda path, body: answer) as (url, requests),
         pytest.raises(RewardPluginError, match=message),
     ):
-        HTTPRewardClient(url, timeout=5, retries=3, backoff=0.01)(CONTEXTS, RESPONSES)
+        client = HTTPRewardClient(url, timeout=5, retries=3, backoff=0.01, max_response_bytes=2**21)
+        client(CONTEXTS, RESPONSES)
     assert len(requests) == 1
+
+
+def test_http_answers_over_the_size_cap_fail():
+    with (
+        serve(lambda path, body: json_answer({"rewards": [0.5] * 100})) as (url, _),
+        pytest.raises(RewardPluginError, match="larger than max_response_bytes = 100"),
+    ):
+        HTTPRewardClient(url, timeout=5, retries=0, max_response_bytes=100)(CONTEXTS, RESPONSES)
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/reward", "example.com:80/reward"])
+def test_non_http_reward_urls_are_refused_at_construction(url):
+    with pytest.raises(
+        RewardPluginError, match="--reward_url .*must start with http:// or https://"
+    ):
+        HTTPRewardClient(url, timeout=5, retries=0)
 
 
 def test_unreachable_endpoint():
@@ -159,3 +207,18 @@ def test_scorer_raises_or_counts_a_fallback_as_configured(plugin_file):
     assert parts["plugin"] == pytest.approx([0.2, 1.0])
     assert parts["plugin_failed"].tolist() == [0.0, 0.0]
     assert isinstance(parts["http"], np.ndarray)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"rewards": [' + b"9" * 10**6 + b", 1]}",
+        b'{"rewards": [' + b"9" * 400 + b", 1]}",
+    ],
+)
+def test_the_fallback_policy_covers_malformed_answers(body):
+    with serve(lambda path, _: (200, body, 0.0)) as (url, _):
+        cfg = scorer_config(reward_url=url, on_reward_error="fallback", reward_fallback_value=0.25)
+        parts = RewardScorer(cfg, "tiny", None, "standard", 256).score(CONTEXTS, RESPONSES)
+    assert parts["http"].tolist() == [0.25, 0.25] and parts["http_failed"].tolist() == [1.0, 1.0]

@@ -5,13 +5,12 @@ import torch
 
 from ray_adlf.data.formats import IGNORE_INDEX, prepare_tokenizer
 from ray_adlf.data.prompts import critique_prompt, generation_prompt
-from ray_adlf.data.records import Record, Turn
+from ray_adlf.data.records import Record, Turn, split_records
 from ray_adlf.data.sft_dataset import (
     build_examples,
     collate_examples,
     conversation_example,
     critique_example,
-    split_records,
 )
 from ray_adlf.models.loading import load_tokenizer
 

@@ -5,11 +5,10 @@ import logging
 
 import pytest
 
-from ray_adlf.config import Config, ConfigError
+from ray_adlf.config import Config, ConfigError, validate
 from ray_adlf.report import metric_series, write_report
 from ray_adlf.tracking import MetricsFile, read_metrics, start_tracker, wandb_mode, wandb_run_id
 from ray_adlf.train.common import (
-    cpus_per_worker,
     precision,
     prepare_stage_run,
     stage_run_dir,
@@ -25,12 +24,6 @@ def config(tmp_path, **run) -> Config:
     return cfg
 
 
-def test_cpus_per_worker_leaves_half_the_cluster():
-    assert cpus_per_worker(2, 2) == 0.5
-    assert cpus_per_worker(16, 4) == 1.0
-    assert cpus_per_worker(1, 1) == 0.5
-
-
 def test_precision_choices():
     cfg = Config()
     assert precision(cfg) == "fp32"
@@ -38,9 +31,9 @@ def test_precision_choices():
     assert precision(cfg) == "bf16"
     cfg.run.bf16, cfg.run.fp16 = False, True
     with pytest.raises(ConfigError, match="--fp16: needs --use_gpu"):
-        precision(cfg)
-    cfg.run.use_gpu = True
-    assert precision(cfg) == "fp16"
+        validate(cfg)
+    cfg.resources.use_gpu = True
+    assert precision(validate(cfg)) == "fp16"
 
 
 def test_run_name_resume_rules(tmp_path):
@@ -76,6 +69,7 @@ def test_model_outputs_leave_the_training_state_behind(tmp_path):
     cfg = config(tmp_path)
     out = write_model_outputs(checkpoint, cfg, "# card\n")
     assert sorted(p.name for p in out.iterdir()) == [
+        ".ray_adlf_complete",  # written last: the output is finished
         "README.md",
         "config.json",
         "config.yaml",

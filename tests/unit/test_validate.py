@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,14 @@ BAD_CASES = [
     ("array_line", [GOOD, b"[1, 2]"], 2, "not an object: got array"),
     ("string_line", [b'"hello"'], 1, "not an object: got string"),
     ("null_line", [GOOD, b"null"], 2, "not an object: got null"),
+    ("duplicate_score", [GOOD, GOOD[:-1] + b', "meta_eval_score": 3}'], 2, "duplicate key: 'meta_"),
+    (
+        "duplicate_in_turn",
+        [GOOD.replace(b'"4."', b'"4.", "role": "x"')],
+        1,
+        "duplicate key: 'role'",
+    ),
+    ("duplicate_deep", [row(x=[{"b": 1}]).replace(b"1}", b'1, "b": 2}')], 1, "duplicate key: 'b'"),
     ("missing_conversation", [GOOD, drop("conversation")], 2, "missing conversation"),
     ("conversation_null", [row(None)], 1, "conversation not a list: got null"),
     ("conversation_string", [row("hi")], 1, "conversation not a list: got string"),
@@ -135,7 +144,16 @@ def test_bad_row_strict(tmp_path: Path, lines: list[bytes], line_no: int, reason
 
 
 def test_every_row_code_has_a_case() -> None:
-    file_level = {"corrupt gzip", "empty file", "too many bad rows"}
+    file_level = {
+        "no such file",
+        "not a regular file",
+        "unreadable",
+        "corrupt gzip",
+        "file too large",
+        "too many rows",
+        "empty file",
+        "too many bad rows",
+    }
     covered = {c[3].split(":")[0] for c in BAD_CASES}
     assert set(REASON_CODES) - file_level <= covered
 
@@ -148,7 +166,7 @@ def test_valid_round_trip(tmp_path: Path) -> None:
     ]
     path = write(tmp_path, [json.dumps(r).encode() for r in rows])
     first = read_records(path)
-    assert (first.rows, first.bad, first.path) == (3, {}, str(path))
+    assert (first.rows, first.bad_counts, first.bad_lines, first.path) == (3, {}, {}, str(path))
     assert [r.line for r in first.records] == [1, 2, 3]
     assert [r.score for r in first.records] == [3.25, 0.0, 5.0]
     assert [r.score_reason for r in first.records] == ["ok", None, None]
@@ -231,7 +249,8 @@ def test_line_cap_boundary_and_line_numbers_after_long_line(tmp_path: Path) -> N
     path = write(tmp_path, [GOOD] * 200 + [long] + [GOOD, b"oops"] + [GOOD] * 97)
     result = read_records(path, lenient=True, max_line_bytes=cap)
     assert result.rows == 300
-    assert result.bad == {"line too long": [201], "not JSON": [203]}
+    assert result.bad_counts == {"line too long": 1, "not JSON": 1}
+    assert result.bad_lines == {"line too long": [201], "not JSON": [203]}
     assert len(result.records) == 298
     assert [r.line for r in result.records[199:201]] == [200, 202]
 
@@ -245,7 +264,7 @@ def test_lenient_skips_within_budget(tmp_path: Path, caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING):
         result = read_records(path, lenient=True, max_bad_fraction=0.01)  # 1/100 is allowed
     assert (result.rows, len(result.records), result.n_bad) == (100, 99, 1)
-    assert result.bad == {"not JSON": [10]}
+    assert (result.bad_counts, result.bad_lines) == ({"not JSON": 1}, {"not JSON": [10]})
     assert 10 not in [r.line for r in result.records]
     assert "skipped 1 of 100 rows" in caplog.text
     assert "not JSON: 1 row (line 10)" in caplog.text
@@ -260,7 +279,7 @@ def test_lenient_budget_exceeded(tmp_path: Path) -> None:
         read_records(path, lenient=True, max_bad_fraction=0.01)
     err = info.value
     assert err.line is None and err.code == "too many bad rows"
-    assert err.result.bad == {"not an object": [5], "score out of range": [50]}
+    assert err.result.bad_lines == {"not an object": [5], "score out of range": [50]}
     assert str(err) == (
         f"{path}: too many bad rows: 2 of 100 rows bad (2.00%), allowed 1.00%\n"
         "  not an object: 1 row (line 5)\n"
@@ -285,6 +304,34 @@ def test_format_bad_summary_order_and_truncation(tmp_path: Path) -> None:
         "not JSON: 7 rows (lines 2, 4, 6, 8, 10, ...)",
         "empty conversation: 1 row (line 16)",
     ]
+    assert result.bad_counts == {"not JSON": 7, "empty conversation": 1}
+    assert result.bad_lines["not JSON"] == [2, 4, 6, 8, 10]  # only the first BAD_LINES_KEPT
+
+
+def test_duplicate_key_in_ignored_key_and_same_key_in_other_objects(tmp_path: Path) -> None:
+    ok = row(extra={"role": 1, "content": {"role": 2}})  # same names in different objects: fine
+    assert read_records(write(tmp_path, [ok])).rows == 1
+    dup = ok[:-1] + b', "extra": null}'  # an ignored key, but still twice
+    with pytest.raises(DataError, match=r":1: duplicate key: 'extra'$"):
+        read_records(write(tmp_path, [dup]))
+
+
+@pytest.mark.parametrize("cap", ["max_line_bytes", "max_total_bytes", "max_rows"])
+@pytest.mark.parametrize("value", [0, -1, -2, 1.5, None])
+def test_caps_must_be_positive_integers(tmp_path: Path, cap: str, value: object) -> None:
+    path = write(tmp_path, [GOOD])
+    message = f"{cap} must be a positive integer, got {value!r}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_records(path, **{cap: value})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        iter_rows(path, **{cap: value})  # at the call, not at the first next()
+    assert read_records(path, **{cap: 1 if cap == "max_rows" else len(GOOD) + 1}).rows == 1
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_parse_line_cap_must_be_positive(value: int) -> None:
+    with pytest.raises(ValueError, match="max_line_bytes must be a positive integer"):
+        parse_line(GOOD, "p", 1, max_line_bytes=value)
 
 
 def test_iter_rows_yields_errors_in_order(tmp_path: Path) -> None:

@@ -1,0 +1,98 @@
+"""How a stage's CPUs are split between its learner workers and its actors (pure arithmetic).
+
+A CPU count of 0 in the ``resources`` section means "derive it". Given the CPUs a stage may
+hold (the cluster's, or a Tune trial's share of it), ``plan_resources`` fills those in:
+
+- SFT and reward-model stages start only their Ray Train workers: each takes ``budget / W``
+  (W = ``--num_workers``).
+- The RL stage starts actors too (rollout, reward, the evaluation reward actor with
+  ``--eval_every``, one per critic with the debate, the reference actor with
+  ``--reference_placement actor``, sized like a reward actor). CPU learners take half of the budget, ``budget / (2 W)``
+  each (GPU learners take Ray's default of 1 CPU each); the actors whose share is 0 split what
+  is left after the learners, the explicitly sized actors and ``reserved`` (a Tune trial's own
+  process) evenly.
+
+Why half for the learner: the phases of a round run one after another, so no split is ever
+fully busy; the learner's forward/backward is the heaviest phase, the actors' work (generation,
+reward forwards) comes next. Shares are rounded down to 0.01 CPU.
+
+``check_fits`` refuses, naming the flags, a plan whose parts add up to more than the budget
+(Ray would otherwise wait for resources forever).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ray_adlf.config import Config, ConfigError, from_dict, to_dict
+
+RL_STAGE = "rlhf"
+
+
+def _floor(cpus: float) -> float:
+    return math.floor(cpus * 100 + 1e-9) / 100
+
+
+def rl_actor_shares(cfg: Config) -> list[tuple[str, float]]:
+    """``(resource flag, CPUs)`` of every actor the RL stage starts; 0 = derive it."""
+    res = cfg.resources
+    actors = [("rollout_num_cpus", res.rollout_num_cpus)] * res.num_rollout_workers
+    reward_actors = res.num_reward_workers + int(cfg.ppo.eval_every > 0)
+    actors += [("reward_num_cpus", res.reward_num_cpus)] * reward_actors
+    if cfg.rewards.use_debate_reward:
+        critics = cfg.debate.num_critics + int(cfg.sft.use_self_critique)
+        actors += [("critic_num_cpus", res.critic_num_cpus)] * critics
+    if cfg.ppo.reference_placement == "actor":  # one forward a round, like a reward actor
+        actors.append(("reward_num_cpus", res.reward_num_cpus))
+    return actors
+
+
+def learner_cpus(cfg: Config) -> float:
+    """CPUs all learner workers hold together (Ray's default 1 CPU each on GPUs)."""
+    res = cfg.resources
+    return float(res.num_workers) if res.use_gpu else res.num_workers * res.learner_num_cpus
+
+
+def plan_resources(cfg: Config, stage: str, budget: float, reserved: float = 0.0) -> Config:
+    """A copy of ``cfg`` whose zero CPU shares are filled in for ``stage`` (module docstring)."""
+    planned = from_dict(to_dict(cfg))
+    res = planned.resources
+    if stage != RL_STAGE:
+        if not res.learner_num_cpus:
+            res.learner_num_cpus = _floor(budget / res.num_workers)
+        return planned
+    if not res.learner_num_cpus:
+        res.learner_num_cpus = _floor(budget / (2 * res.num_workers))
+    actors = rl_actor_shares(planned)
+    fixed = sum(cpus for _, cpus in actors)
+    derived = sum(1 for _, cpus in actors if cpus == 0)
+    if derived:
+        share = _floor((budget - reserved - learner_cpus(planned) - fixed) / derived)
+        for flag in ("rollout_num_cpus", "reward_num_cpus", "critic_num_cpus"):
+            if getattr(res, flag) == 0:
+                setattr(res, flag, max(share, 0.01))
+    return planned
+
+
+def rl_actor_cpus(cfg: Config) -> list[float]:
+    """CPUs of each RL-stage actor of a planned config."""
+    return [getattr(cfg.resources, flag) for flag, _ in rl_actor_shares(cfg)]
+
+
+def stage_cpus(cfg: Config, stage: str, reserved: float = 0.0) -> float:
+    """CPUs a planned stage holds in all: learners, actors (RL) and ``reserved``."""
+    actors = sum(rl_actor_cpus(cfg)) if stage == RL_STAGE else 0.0
+    return learner_cpus(cfg) + actors + reserved
+
+
+def check_fits(cfg: Config, stage: str, budget: float, what: str, reserved: float = 0.0) -> None:
+    """ConfigError naming the flags when a planned stage needs more than ``budget`` CPUs."""
+    needed = stage_cpus(cfg, stage, reserved)
+    if needed > budget + 1e-9:
+        actors = needed - learner_cpus(cfg) - reserved
+        raise ConfigError(
+            f"--num_workers/--*_num_cpus: the {stage} stage needs {needed:g} CPUs (learner "
+            f"{learner_cpus(cfg):g}, actors {actors:g}) but {what} has {budget:g}: lower "
+            "--learner_num_cpus, --rollout_num_cpus, --reward_num_cpus or --critic_num_cpus "
+            "(0 derives them), or use fewer workers"
+        )
