@@ -30,6 +30,7 @@ from pathlib import Path
 from ray_adlf.config import Config, ConfigError, add_config_flags, config_from_args
 from ray_adlf.data.formats import TOKEN_FORMATS
 from ray_adlf.data.sample import sample_path
+from ray_adlf.data.validate import DEFAULT_MAX_ROWS, DEFAULT_MAX_TOTAL_BYTES
 
 log = logging.getLogger("ray_adlf.cli")
 
@@ -68,6 +69,8 @@ def _read(args: argparse.Namespace):
         lenient=args.lenient,
         max_bad_fraction=args.max_bad_fraction,
         max_line_bytes=args.max_line_bytes,
+        max_total_bytes=args.max_total_bytes,
+        max_rows=args.max_rows,
     )
 
 
@@ -234,6 +237,22 @@ def _add_read_flags(parser: argparse.ArgumentParser) -> None:
         default=1 << 20,
         dest="max_line_bytes",
         help="longest accepted line (default 1 MiB)",
+    )
+    parser.add_argument(
+        "--max-total-bytes",
+        "--max_total_bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_TOTAL_BYTES,
+        dest="max_total_bytes",
+        help="most bytes read from the file, after decompression (default 2 GiB)",
+    )
+    parser.add_argument(
+        "--max-rows",
+        "--max_rows",
+        type=_positive_int,
+        default=DEFAULT_MAX_ROWS,
+        dest="max_rows",
+        help="most lines read (default 10,000,000)",
     )
 
 

@@ -35,6 +35,9 @@ QUIET_ENV = {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "WANDB_SILENT": "true",
 }
+ADVISORY_LOGGERS = (  # warnings that advise rather than warn: run log only unless --verbose
+    "ray._private.authentication",
+)
 log = logging.getLogger("ray_adlf")
 _run_log: list[Path] = []
 
@@ -55,7 +58,8 @@ class OnceFilter(logging.Filter):
 
 
 class ConsoleFilter(logging.Filter):
-    """``ray_adlf`` at INFO and up, other libraries at WARNING and up (all with verbose)."""
+    """``ray_adlf`` at INFO and up, other libraries at WARNING and up except the advisories of
+    ``ADVISORY_LOGGERS`` (everything at INFO and up with verbose)."""
 
     def __init__(self, verbose: bool) -> None:
         super().__init__()
@@ -64,6 +68,8 @@ class ConsoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.verbose or record.name.split(".")[0] == "ray_adlf":
             return record.levelno >= logging.INFO
+        if record.name.startswith(ADVISORY_LOGGERS) and record.levelno < logging.ERROR:
+            return False
         return record.levelno >= logging.WARNING
 
 
@@ -144,9 +150,17 @@ class StageProgress:
 
     def __enter__(self) -> StageProgress:
         if sys.stderr.isatty():
+            import shutil
+
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.total, desc=self.stage, unit=self.unit, leave=True)
+            self.bar = tqdm(
+                total=self.total,
+                desc=self.stage,
+                unit=self.unit,
+                leave=True,
+                ncols=shutil.get_terminal_size().columns,  # 80 where a terminal reports 0
+            )
             self.thread.start()
         return self
 

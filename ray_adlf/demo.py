@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from ray_adlf.config import Config, validate
+from ray_adlf.train.pipeline import evaluation_lines
 
 log = logging.getLogger("ray_adlf.demo")
 
@@ -42,32 +43,20 @@ def demo_config(output_dir: str) -> Config:
     cfg.debate.num_critics = 2
     cfg.debate.debate_rounds = 2
     cfg.ppo.run_rlhf = True
-    cfg.ppo.rl_rounds = 16
-    cfg.ppo.ppo_batch_size = 16
-    cfg.ppo.ppo_learning_rate = 1e-4
-    cfg.ppo.eval_every = 16
+    cfg.ppo.rl_rounds = 20
+    cfg.ppo.advantage = "rloo"
+    cfg.ppo.num_samples_per_prompt = 4
+    cfg.ppo.ppo_batch_size = 8
+    cfg.ppo.ppo_minibatch_size = 16
+    cfg.ppo.ppo_learning_rate = 5e-4
+    cfg.ppo.eval_every = 20
     cfg.ppo.eval_prompts = 40
     cfg.run.output_dir = output_dir
     cfg.resources.num_workers = 2
     return validate(cfg)
 
 
-def outcome_lines(rlhf: dict[str, Any]) -> list[str]:
-    """What RLHF changed on held-out prompts, from the RL stage's summary."""
-    if "eval/gain" not in rlhf:
-        return []
-    gain, gain_se = rlhf["eval/gain"], rlhf["eval/gain_se"]
-    verdict = "better" if gain > 2 * gain_se else "not better by 2 standard errors"
-    return [
-        "held-out evaluation (evaluation reward model's score of greedy responses, 0-5):",
-        f"  SFT policy   {rlhf['eval/baseline_score']:.3f} +- {rlhf['eval/baseline_score_se']:.3f}",
-        f"  RLHF policy  {rlhf['eval/score']:.3f} +- {rlhf['eval/score_se']:.3f}"
-        f"   (KL to SFT {rlhf['eval/kl']:.2f} +- {rlhf['eval/kl_se']:.2f} per response)",
-        f"  change {gain:+.3f} +- {gain_se:.3f} (paired over prompts): RLHF is {verdict}",
-    ]
-
-
 def print_outcome(summary: dict[str, Any]) -> None:
     """The demo's last lines: the before/after evaluation and where the report is."""
-    for line in outcome_lines(summary.get("rlhf", {})):
+    for line in evaluation_lines(summary.get("rlhf", {})):
         log.info(line)

@@ -2,7 +2,9 @@
 
 Metrics file: one JSON object a line, ``{"stage": "sft", "step": 12, "time": 1732.5, ...}``
 (``time`` in Unix seconds). A resumed session first drops its stage's rows after the step it
-resumes from, so the file reads as one uninterrupted run even after a restart.
+resumes from, so the file reads as one uninterrupted run even after a restart. A line that is
+not a JSON object (the torn last line of a process killed mid-write) is dropped with one warning
+naming the file and line, when read and when the file is rewritten (atomically) on resume.
 
 W&B: ``online`` when an API key is configured (``WANDB_API_KEY`` or a netrc entry for
 api.wandb.ai) and api.wandb.ai answers within 3 s; otherwise ``offline`` (runs are written under
@@ -23,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ray_adlf.files import atomic_write_text
+
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 WANDB_HOST = "api.wandb.ai"
@@ -37,29 +41,43 @@ class MetricsFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def truncate_after(self, step: int) -> None:
-        """Drop this stage's rows with ``step`` greater than ``step``."""
+        """Drop this stage's rows with ``step`` greater than ``step`` (and torn lines)."""
         if not self.path.exists():
             return
-        lines = self.path.read_text(encoding="utf-8").splitlines()
         kept = [
-            line
-            for line in lines
-            if not (
-                (row := json.loads(line)).get("stage") == self.stage and row.get("step", 0) > step
-            )
+            row
+            for row in read_metrics(self.path)
+            if not (row.get("stage") == self.stage and row.get("step", 0) > step)
         ]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def append(self, metrics: dict[str, Any], step: int) -> None:
         row = {"stage": self.stage, "step": step, "time": round(time.time(), 3), **metrics}
-        with self.path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(row) + "\n")
+        with self.path.open("a+b") as out:
+            torn = False
+            if out.tell() > 0:
+                out.seek(-1, os.SEEK_END)
+                torn = out.read(1) != b"\n"
+            out.write((("\n" if torn else "") + json.dumps(row) + "\n").encode("utf-8"))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All rows of a metrics file, in file order."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    """All rows of a metrics file, in file order; lines that are not a JSON object are
+    skipped with a warning naming the file and line."""
+    rows = []
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            log.warning("%s:%d: not a metrics row (torn write?), skipped", path, number)
+    return rows
 
 
 def _has_wandb_key() -> bool:

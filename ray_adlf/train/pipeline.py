@@ -52,6 +52,22 @@ REPORTED = ("loss", "eval_loss", "eval_spearman", "reward", "kl", "eval/objectiv
 UNITS = {SFT: "step", REWARD_MODEL: "step", EVAL_REWARD_MODEL: "step", RLHF: "round"}
 
 
+def evaluation_lines(rlhf: dict[str, Any]) -> list[str]:
+    """What RLHF changed on held-out prompts (``--eval_every``), from the RL stage's summary:
+    the score before round 1 and after the last, and their paired difference."""
+    if "eval/gain" not in rlhf:
+        return []
+    gain, gain_se = rlhf["eval/gain"], rlhf["eval/gain_se"]
+    verdict = "better" if gain > 2 * gain_se else "not better by 2 standard errors"
+    return [
+        "held-out evaluation (evaluation reward model's score of greedy responses, 0-5):",
+        f"  before RLHF  {rlhf['eval/baseline_score']:.3f} +- {rlhf['eval/baseline_score_se']:.3f}",
+        f"  after RLHF   {rlhf['eval/score']:.3f} +- {rlhf['eval/score_se']:.3f}"
+        f"   (KL to the policy before {rlhf['eval/kl']:.2f} +- {rlhf['eval/kl_se']:.2f})",
+        f"  change {gain:+.3f} +- {gain_se:.3f} (paired over prompts): RLHF is {verdict}",
+    ]
+
+
 def report_lines(summary: dict[str, Any]) -> list[str]:
     """One line per stage: status, steps and its final figures."""
     lines = []
@@ -63,7 +79,7 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
                 f"{stage}: {status}, step {values['step']} of {values['max_steps']}; "
                 f"{losses}; last checkpoint `{values['checkpoint']}`"
             )
-    return lines
+    return lines + [f"- {line.strip()}" for line in evaluation_lines(summary.get(RLHF, {}))]
 
 
 def run_stage(

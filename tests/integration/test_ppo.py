@@ -99,7 +99,7 @@ def final_state(summary) -> dict[str, torch.Tensor]:
     """Policy weights and value head from the run's last checkpoint."""
     directory = Path(summary["checkpoint"])
     policy = AutoModelForCausalLM.from_pretrained(directory / "policy").state_dict()
-    extra = torch.load(directory / "learner_state.pt", weights_only=False)
+    extra = torch.load(directory / "learner_state.pt", weights_only=True)
     return {**policy, **{f"extra.{k}": v for k, v in extra["learner_extra"].items()}}
 
 

@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ray_adlf.config import Config
 from ray_adlf.data.prompts import critique_prompt, generation_prompt
 from ray_adlf.data.records import Turn
+from ray_adlf.preflight import check_train
 from ray_adlf.tracking import read_metrics
 from ray_adlf.train.common import stage_run_dir
 from ray_adlf.train.pipeline import run_pipeline
@@ -33,6 +34,11 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS_PER_EPOCH = 23  # 360 training records / (8 per worker x 2 workers)
+
+
+def planned(cfg: Config) -> tuple:
+    """``run_pipeline``'s arguments, as ``ray-adlf train`` makes them."""
+    return cfg, check_train(cfg)
 
 
 def readme_examples() -> dict[str, list[str]]:
@@ -80,7 +86,7 @@ def sft_config(output_dir: Path, **run) -> Config:
 @pytest.fixture(scope="module")
 def reference(ray_address, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("sft") / "reference"
-    return output_dir, run_pipeline(sft_config(output_dir))
+    return output_dir, run_pipeline(*planned(sft_config(output_dir)))
 
 
 def weights(output_dir: Path) -> dict[str, torch.Tensor]:
@@ -137,10 +143,10 @@ def test_output_loads_and_generates(reference):
 
 def test_resume_matches_an_uninterrupted_run(reference, tmp_path):
     output_dir = tmp_path / "stopped"
-    first = run_pipeline(sft_config(output_dir, stop_after_steps=30))  # mid-epoch 2
+    first = run_pipeline(*planned(sft_config(output_dir, stop_after_steps=30)))  # mid-epoch 2
     assert not first["sft"]["complete"] and first["sft"]["step"] == 30
     assert not (output_dir / "model.safetensors").exists()
-    second = run_pipeline(sft_config(output_dir, resume=True))
+    second = run_pipeline(*planned(sft_config(output_dir, resume=True)))
     assert second["sft"]["complete"] and second["sft"]["resumed"]
     assert rows(output_dir, "resumed_from_step") == {30: 30}
     assert sorted(rows(output_dir, "loss")) == list(range(1, 70))
@@ -178,7 +184,7 @@ def test_killed_worker_restarts_from_the_last_checkpoint(reference, tmp_path):
 
     killer = threading.Thread(target=kill_one_worker_after_the_first_checkpoint, daemon=True)
     killer.start()
-    summary = run_pipeline(cfg)
+    summary = run_pipeline(*planned(cfg))
     killer.join()
     assert killed and STEPS_PER_EPOCH <= killed[0][1] < 3 * STEPS_PER_EPOCH  # mid-run
     assert summary["sft"]["complete"]
