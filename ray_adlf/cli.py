@@ -29,7 +29,6 @@ from pathlib import Path
 
 from ray_adlf.config import Config, ConfigError, add_config_flags, config_from_args
 from ray_adlf.data.formats import TOKEN_FORMATS
-from ray_adlf.data.sample import sample_path
 from ray_adlf.data.validate import DEFAULT_MAX_ROWS, DEFAULT_MAX_TOTAL_BYTES
 
 log = logging.getLogger("ray_adlf.cli")
@@ -57,15 +56,12 @@ SCORE_EXTRA = {"reward_model_path", "num_reward_workers", "reward_num_cpus", "cr
 SCORE_EXTRA |= {"seed", "output_dir", "use_gpu"}
 
 
-def _data_path(path: str) -> str:
-    return str(sample_path()) if path == "sample" else path
-
-
 def _read(args: argparse.Namespace):
     from ray_adlf.data.validate import read_records
+    from ray_adlf.preflight import data_file
 
     return read_records(
-        _data_path(args.path),
+        data_file(args.path),
         lenient=args.lenient,
         max_bad_fraction=args.max_bad_fraction,
         max_line_bytes=args.max_line_bytes,

@@ -202,13 +202,12 @@ def starts_local_ray() -> bool:
 
 
 def read_data(cfg: Config) -> tuple[list[Record], list[Record]]:
-    """The validated records of ``--data_path``, split into training and held-out by seed."""
+    """The validated records of ``--data_path`` (checked by ``check_paths`` first), split
+    into training and held-out by seed."""
     from ray_adlf.data.records import split_records
     from ray_adlf.data.validate import read_records
 
     data = cfg.data
-    if data.data_path != "sample":
-        check_readable_file("data_path", data.data_path)
     records = read_records(
         data_file(data.data_path),
         lenient=data.lenient,
