@@ -144,7 +144,6 @@ class RewardModelConfig:
 @dataclass
 class RolloutConfig:
     rollout_engine: Literal["vllm", "hf", "auto"] = _flag("auto", "generation engine")
-    rollout_max_restarts: int = _flag(2, "Ray restarts of a failed RolloutActor", NON_NEGATIVE)
     temperature: float = _flag(
         1.0, "sampling temperature (also applied in the learner)", Range(0.0, 100.0, low_open=True)
     )
@@ -291,6 +290,9 @@ class ResourcesConfig:
     )
     critic_num_cpus: float = _flag(
         0.0, "CPUs per CritiqueActor (0 = derived from the cluster)", NON_NEGATIVE
+    )
+    actor_max_restarts: int = _flag(
+        2, "Ray restarts of each rollout, reward or critique actor that dies", NON_NEGATIVE
     )
 
 

@@ -3,7 +3,15 @@ runs the debate protocol (``debate/protocol.py``) over them.
 
 Each round sends every actor its requests at once, so the K critics judge in parallel; the
 pool waits for all K before the next round (round r + 1 needs round r's critiques).
-``sync_weights`` gives critics on the policy the learner's new weights (one ``ray.put``).
+``sync_weights`` gives critics on the policy the learner's new weights (one ``ray.put``) as
+version 1, 2, ...
+
+Faults: an actor that dies is restarted by Ray (``max_restarts``) and the call it was serving
+is run again on the new process (``max_task_retries``). Judging is a function of the requests,
+the weights and the pool's call count (the sampling seed), so the retried call gives the
+verdicts the lost one would have, each counted once. Every ``judge`` call carries the pool's
+weights version and (boxed in a list, so Ray does not fetch it unless asked) the ref of the
+latest weights; a restarted critic on the policy, back at version 0, loads them first.
 """
 
 from __future__ import annotations
@@ -27,15 +35,28 @@ class CritiqueActor:
 
     def __init__(self, spec: CriticSpec) -> None:
         self.critic = make_critic(spec)
+        self.follows_policy = spec.follows_policy
+        self.version = 0
 
     def ready(self) -> bool:
         return True
 
-    def judge(self, requests: list[JudgeRequest]) -> list[Verdict]:
-        return self.critic.judge(requests)
+    def judge(
+        self,
+        requests: list[JudgeRequest],
+        call: int,
+        version: int,
+        latest_weights: list[ray.ObjectRef],
+    ) -> list[Verdict]:
+        """``Critic.judge(requests, call)`` with the policy's weights ``version`` (loaded from
+        ``latest_weights[0]`` first when this critic follows the policy and holds another)."""
+        if self.follows_policy and self.version != version:
+            self.load_weights(ray.get(latest_weights[0]), version)
+        return self.critic.judge(requests, call)
 
-    def load_weights(self, packed: PackedWeights) -> None:
+    def load_weights(self, packed: PackedWeights, version: int) -> None:
         self.critic.backend.load_state_dict(unpack_state_dict(packed))
+        self.version = version
 
 
 def critic_specs(cfg: Config, policy_model: str, reference_model: str) -> list[CriticSpec]:
@@ -103,26 +124,41 @@ class CritiquePool:
         aggregate: str,
         num_cpus: float,
         startup_timeout_s: float = 600.0,
+        max_restarts: int = 2,
     ) -> None:
         options = CritiqueActor.options(
             num_cpus=num_cpus,
+            max_restarts=max_restarts,
+            max_task_retries=max_restarts,
             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, math.floor(num_cpus)))}},
         )
         self.actors = [options.remote(spec) for spec in specs]
         self.policy_actors = [a for a, spec in zip(self.actors, specs) if spec.follows_policy]
         wait_until_ready(self.actors, "CritiqueActor", num_cpus, startup_timeout_s)
         self.rounds, self.aggregate = rounds, aggregate
+        self.version = self.calls = 0
+        self._latest_weights: list[ray.ObjectRef] = []
 
     @classmethod
     def from_config(cls, cfg: Config, policy_model: str, reference_model: str) -> CritiquePool:
         specs = critic_specs(cfg, policy_model, reference_model)
         debate = cfg.debate
         return cls(
-            specs, debate.debate_rounds, debate.debate_aggregate, cfg.resources.critic_num_cpus
+            specs,
+            debate.debate_rounds,
+            debate.debate_aggregate,
+            cfg.resources.critic_num_cpus,
+            max_restarts=cfg.resources.actor_max_restarts,
         )
 
     def _judge(self, requests: list[list[JudgeRequest]]) -> list[list[Verdict]]:
-        return ray.get([a.judge.remote(r) for a, r in zip(self.actors, requests)])
+        self.calls += 1
+        return ray.get(
+            [
+                actor.judge.remote(batch, self.calls, self.version, self._latest_weights)
+                for actor, batch in zip(self.actors, requests)
+            ]
+        )
 
     def debate(
         self, contexts: Sequence[Sequence[Turn]], responses: Sequence[str]
@@ -136,8 +172,14 @@ class CritiquePool:
         """Load the learner's new weights into the critics that run on the policy."""
         if not self.policy_actors:
             return
-        ref = ray.put(pack_state_dict(state_dict))
-        ray.get([actor.load_weights.remote(ref) for actor in self.policy_actors])
+        self.version += 1
+        self._latest_weights = [ray.put(pack_state_dict(state_dict))]
+        ray.get(
+            [
+                actor.load_weights.remote(self._latest_weights[0], self.version)
+                for actor in self.policy_actors
+            ]
+        )
 
     def shutdown(self) -> None:
         for actor in self.actors:

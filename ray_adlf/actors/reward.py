@@ -3,6 +3,9 @@
 ``RewardActor`` is a thin shell over ``rewards.scorer.RewardScorer`` (reward model, reference
 model, sentence embedder, plugins) in its own process with ``--reward_num_cpus`` CPUs.
 ``RewardPool`` owns ``--num_reward_workers`` of them and splits a batch into contiguous shards.
+An actor that dies is restarted by Ray (``max_restarts``) and the shard it was scoring is
+scored again on the new process (``max_task_retries``): scores are a function of the shard, so
+none is lost or counted twice.
 
 ``compute_adlf_rewards`` is the interface of the RL round driver: reward parts from the pool,
 the debate score from a ``CritiquePool`` (when ``--use_debate_reward``), then the ADLF combiner
@@ -65,9 +68,12 @@ class RewardPool:
         num_workers: int,
         num_cpus: float,
         startup_timeout_s: float = 600.0,
+        max_restarts: int = 2,
     ) -> None:
         options = RewardActor.options(
             num_cpus=num_cpus,
+            max_restarts=max_restarts,
+            max_task_retries=max_restarts,
             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, math.floor(num_cpus)))}},
         )
         self.actors = [
@@ -86,6 +92,7 @@ class RewardPool:
             cfg.data.max_seq_length,
             cfg.resources.num_reward_workers,
             cfg.resources.reward_num_cpus,
+            max_restarts=cfg.resources.actor_max_restarts,
         )
 
     def submit(

@@ -163,7 +163,7 @@ class RolloutPool:
             num_cpus=res.rollout_num_cpus,
             num_gpus=res.rollout_num_gpus,
             tensor_parallel_size=res.tensor_parallel_size,
-            max_restarts=rollout.rollout_max_restarts,
+            max_restarts=res.actor_max_restarts,
             dtype=rollout.rollout_dtype,
             seed=cfg.run.seed,
             trust_remote_code=cfg.model.trust_remote_code,

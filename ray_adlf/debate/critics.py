@@ -269,7 +269,6 @@ class Critic:
     ) -> None:
         self.backend, self.persona = backend, persona
         self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
-        self.calls = 0
 
     def _prompt(self, request: JudgeRequest) -> str:
         if request.round == 1 or request.own is None:
@@ -283,10 +282,12 @@ class Critic:
             [(peer.critique, peer.score) for peer in request.peers],
         )
 
-    def judge(self, requests: Sequence[JudgeRequest]) -> list[Verdict]:
+    def judge(self, requests: Sequence[JudgeRequest], call: int = 1) -> list[Verdict]:
+        """One verdict per request. Critiques are sampled with seed ``seed * 100003 + call``:
+        ``call`` is the caller's count of judge calls, so a critic rebuilt after a fault
+        samples what the lost one would have."""
         prompts = [self._prompt(r) for r in requests]
-        self.calls += 1
-        seed = self.seed * 100_003 + self.calls
+        seed = self.seed * 100_003 + call
         try:
             critiques = [
                 clean_critique(text)

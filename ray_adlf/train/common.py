@@ -25,8 +25,10 @@ into ``output_dir`` with a model card ``README.md`` and the resolved ``config.ya
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import shutil
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,20 @@ def precision(cfg: Config) -> str:
     return "bf16" if cfg.run.bf16 else "fp32"
 
 
+def with_file_errors_raised(train_loop: Callable[[dict], None]) -> Callable[[dict], None]:
+    """``train_loop`` run with SIGXFSZ blocked in its thread: a write past a file-size limit
+    (``ulimit -f``, a quota) then fails with ``OSError`` naming the file, which fails the run
+    with that message, instead of killing the worker with a signal that Ray reports as an
+    unexpected death (and restarts into the same failure)."""
+
+    @functools.wraps(train_loop)
+    def run(loop_config: dict) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGXFSZ})
+        train_loop(loop_config)
+
+    return run
+
+
 def make_torch_trainer(
     train_loop: Callable[[dict], None],
     loop_config: dict[str, Any],
@@ -153,7 +169,7 @@ def make_torch_trainer(
 
     resources = None if cfg.resources.use_gpu else {"CPU": cfg.resources.learner_num_cpus}
     return TorchTrainer(
-        train_loop,
+        with_file_errors_raised(train_loop),
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=cfg.resources.num_workers,

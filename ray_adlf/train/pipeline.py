@@ -147,7 +147,8 @@ def run_pipeline(cfg: Config, plan: TrainPlan) -> dict[str, Any]:
                 None,
                 partial(run_sft, cfg, train, held_out),
             )
-            policy = final_policy = result.get("path", policy)
+            final_policy = result.get("path")
+            policy = final_policy or policy
         elif stage in (REWARD_MODEL, EVAL_REWARD_MODEL):
             records = rm_records if stage == REWARD_MODEL else eval_rm_records
             result = run_stage(
@@ -177,7 +178,8 @@ def run_pipeline(cfg: Config, plan: TrainPlan) -> dict[str, Any]:
             log.info("[%s] stopped early: run the same command again to continue", stage)
             break
     output_dir.mkdir(parents=True, exist_ok=True)
-    if final_policy:
+    every_stage_finished = all(summary.get(stage, {}).get("complete") for stage in plan.stages.run)
+    if final_policy and every_stage_finished:
         publish_policy(final_policy, output_dir)
     save_yaml(cfg, output_dir / "config.yaml")
     metrics_path = output_dir / METRICS_FILE

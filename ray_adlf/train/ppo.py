@@ -484,8 +484,15 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
                 lengths = [len(ids) for ids in data["response_ids"]]
                 metrics.update(data["reward_parts"])
                 metrics.update({f"ppo/{k}": v for k, v in stats.items()})
+                if stats["skipped_steps"]:
+                    log.warning(
+                        "round %d: %d PPO step(s) skipped (non-finite loss or gradient)",
+                        round_index,
+                        stats["skipped_steps"],
+                    )
                 metrics.update(
                     {
+                        "samples": len(data["scores"]),
                         "kl": sequence_kl,
                         "beta": beta,
                         "logprob_mismatch": mismatch,
@@ -600,6 +607,7 @@ def run_rlhf(
             cfg.data.max_seq_length,
             num_workers=1,
             num_cpus=cfg.resources.reward_num_cpus,
+            max_restarts=cfg.resources.actor_max_restarts,
         )
     if cfg.rewards.use_debate_reward:
         pools["critique"] = CritiquePool.from_config(cfg, policy_path, policy_path)

@@ -19,6 +19,10 @@ Update: ``ppo_epochs`` passes; each pass shuffles the shard (a generator seeded 
 into equal minibatches and takes one optimizer step per minibatch on
 
     loss = policy_loss + vf_coef * value_loss - entropy_coef * entropy [+ beta * kl_loss]
+
+A step whose loss or gradient norm is inf/NaN on any rank is skipped on every rank (no optimizer
+or scheduler step, the weights stay as they were) and counted in ``skipped_steps``; a round whose
+every step is skipped raises ``FloatingPointError``.
 """
 
 from __future__ import annotations
@@ -74,6 +78,12 @@ def global_masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8)
     mean = sums[0] / count
     var = (sums[1] / count - mean * mean).clamp(min=0)
     return ((x - mean) * torch.rsqrt(var + eps)).to(x.dtype) * mask
+
+
+def finite_on_every_rank(loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+    """Whether the loss and the gradient norm are finite on every rank (one all-reduce)."""
+    bad = (~torch.isfinite(loss)).float() + (~torch.isfinite(grad_norm)).float()
+    return _all_reduce_sum(bad.reshape(1).to(grad_norm.device)).item() == 0
 
 
 @dataclass
@@ -171,7 +181,7 @@ def ppo_update(
     """``epochs`` passes of minibatch PPO over ``experience``; returns mean loss statistics."""
     rows = experience.mask.shape[0]
     totals: dict[str, float] = {}
-    steps = 0
+    steps = skipped = 0
     for _ in range(epochs):
         order = torch.randperm(rows, generator=generator)
         for index in torch.tensor_split(order, num_minibatches):
@@ -208,13 +218,22 @@ def ppo_update(
                 step_stats["kl_loss"] = kl_term.item()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if max_grad_norm > 0:
-                step_stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), max_grad_norm
-                ).item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), max_grad_norm if max_grad_norm > 0 else float("inf")
+            )
+            if not finite_on_every_rank(loss.detach(), grad_norm):
+                skipped += 1
+                continue
+            step_stats["grad_norm"] = grad_norm.item()
             optimizer.step()
             scheduler.step()
             for key, value in step_stats.items():
                 totals[key] = totals.get(key, 0.0) + value
             steps += 1
-    return {key: value / max(steps, 1) for key, value in totals.items()}
+    if steps == 0:
+        raise FloatingPointError(
+            f"every one of the {skipped} PPO steps of this round had a non-finite loss or "
+            "gradient, so the weights were left as they were; lower --ppo_learning_rate, set "
+            "--ppo_max_grad_norm, or check the rewards for inf/NaN"
+        )
+    return {**{key: value / steps for key, value in totals.items()}, "skipped_steps": skipped}

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 import ray
+import torch
+from faults import actor_pid, kill_while_busy
 from transformers import AutoModelForSequenceClassification
 
 from ray_adlf.actors.critique import CritiquePool, critic_specs
@@ -13,8 +15,9 @@ from ray_adlf.actors.reward import RewardPool, compute_adlf_rewards
 from ray_adlf.config import Config, RewardConfig, validate
 from ray_adlf.data.records import Turn
 from ray_adlf.data.sample import write_sample
-from ray_adlf.debate.critics import CriticSpec
-from ray_adlf.models.loading import load_tokenizer, resolve_model_path
+from ray_adlf.debate.critics import CriticSpec, make_critic
+from ray_adlf.debate.protocol import run_debate
+from ray_adlf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 from ray_adlf.rewards.scorer import RewardScorer, make_combiner
 from ray_adlf.score import run_score
 
@@ -124,6 +127,61 @@ def test_compute_adlf_rewards_with_debate(reward_pool, critique_pool):
     assert len(batch.debate) == 3
     state = combiner.state_dict()
     assert state["reward"]["count"] == 3 and state["objectives"]["debate"]["count"] == 3
+
+
+def test_a_killed_reward_actor_is_restarted_and_no_score_is_lost_or_doubled(reward_pool):
+    contexts, responses = CONTEXTS * 150, RESPONSES * 150  # a second or more of work per actor
+    expected = reward_pool.score(contexts, responses)
+    victim = reward_pool.actors[1]
+    parts, pid = kill_while_busy(victim, lambda: reward_pool.score(contexts, responses))
+    assert actor_pid(victim) != pid
+    assert set(parts) == set(expected)
+    for name in expected:
+        assert parts[name].shape == (len(responses),), name
+        assert parts[name] == pytest.approx(expected[name], abs=1e-6), name
+
+
+def perturbed_tiny_weights() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    return {
+        name: value + 0.05 * torch.randn(value.shape, generator=generator)
+        for name, value in load_causal_lm("tiny").state_dict().items()
+    }
+
+
+def local_debate_scores(spec, weights, contexts, responses, call: int) -> list[float]:
+    """The one-critic, one-round debate of ``spec`` with ``weights``, run in this process as
+    the pool's ``call``-th call (one thread, as in the actor)."""
+    critic = make_critic(spec)
+    critic.backend.load_state_dict(weights)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = run_debate(
+            contexts, responses, 1, 1, "mean", lambda batches: [critic.judge(batches[0], call)]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return [r.score for r in results]
+
+
+def test_a_killed_critic_on_the_policy_comes_back_with_the_latest_weights(cluster):
+    spec = CriticSpec("hf", "tiny", 0, max_new_tokens=12, follows_policy=True)
+    contexts, responses = CONTEXTS * 12, RESPONSES * 12  # a second or more of work
+    synced = perturbed_tiny_weights()
+    expected = local_debate_scores(spec, synced, contexts, responses, call=1)
+    initial = load_causal_lm("tiny").state_dict()
+    assert expected != local_debate_scores(spec, initial, contexts, responses, call=1)
+    pool = CritiquePool([spec], rounds=1, aggregate="mean", num_cpus=0.25)
+    try:
+        pool.sync_weights(synced)
+        victim = pool.actors[0]
+        results, pid = kill_while_busy(victim, lambda: pool.debate(contexts, responses))
+        assert actor_pid(victim) != pid
+        assert [r.score for r in results] == pytest.approx(expected, abs=1e-5)
+        assert all(r.valid == 1 and len(r.rounds) == 1 for r in results)
+    finally:
+        pool.shutdown()
 
 
 def test_a_pool_that_cannot_be_placed_is_a_clear_error(cluster):

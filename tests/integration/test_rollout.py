@@ -11,15 +11,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
-import os
-import threading
-import time
 from dataclasses import dataclass
 
-import psutil
 import pytest
 import ray
 import torch
+from faults import actor_pid, kill_while_busy
 
 from ray_adlf.actors.rollout import RolloutPool
 from ray_adlf.engines import GenerationBatch, SamplingParams
@@ -214,39 +211,19 @@ def test_weight_sync_changes_greedy_output(served, prompts):
     assert sync is not None and len(sync.load_s) == 2 and sync.nbytes > 0
 
 
-def wait_until_busy(pid: int, cpu_seconds: float, caller: threading.Thread) -> None:
-    """Block until process ``pid`` has used ``cpu_seconds`` more CPU time (it is generating)."""
-    process = psutil.Process(pid)
-    start = sum(process.cpu_times()[:2])
-    while sum(process.cpu_times()[:2]) - start < cpu_seconds:
-        assert caller.is_alive(), "the pool call ended before the actor got busy"
-        time.sleep(0.01)
-
-
 def test_killed_actor_comes_back_with_latest_weights(served, prompts):
     learner = perturb(served.learner, seed=served.pool.version + 1)
     version = served.pool.sync_weights(learner.state_dict())
     served.learner = learner
     victim = served.pool.actors[1]
-    pid = ray.get(victim.__ray_call__.remote(lambda actor: os.getpid()))
     # Seconds of work per actor, so the kill lands while the victim is generating its shard.
     work = [p for p in prompts for _ in range(24)]
     params = SamplingParams(temperature=0, max_new_tokens=256, stop_on_eos=False)
-    result: dict[str, GenerationBatch] = {}
-
-    def call_pool() -> None:
-        result["batch"] = served.pool.generate(work, params)
-
-    caller = threading.Thread(target=call_pool)
-    caller.start()
-    wait_until_busy(pid, 0.2, caller)
-    ray.kill(victim, no_restart=False)
-    caller.join(timeout=300)
-    batch = result["batch"]
+    batch, pid = kill_while_busy(victim, lambda: served.pool.generate(work, params))
     killed = batch.timings[1]
     assert killed.retries >= 1, "the kill landed after the shard finished"
     assert killed.weight_load_s > 0  # the restarted process loaded the synced weights first
-    assert ray.get(victim.__ray_call__.remote(lambda actor: os.getpid())) != pid
+    assert actor_pid(victim) != pid
     assert batch.version == version and len(batch) == len(work)
     assert served.pool.versions() == [version, version]
     assert_greedy_matches_learner(served, prompts)

@@ -8,7 +8,10 @@ subprocesses (``ray-adlf train`` and ``jobs/train.py``) against the same cluster
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +29,7 @@ from ray_adlf.config import Config
 from ray_adlf.data.prompts import critique_prompt, generation_prompt
 from ray_adlf.data.records import Turn
 from ray_adlf.preflight import check_train
+from ray_adlf.stages import StageFailed
 from ray_adlf.tracking import read_metrics
 from ray_adlf.train.common import stage_run_dir
 from ray_adlf.train.pipeline import run_pipeline
@@ -189,6 +193,90 @@ def test_killed_worker_restarts_from_the_last_checkpoint(reference, tmp_path):
     assert killed and STEPS_PER_EPOCH <= killed[0][1] < 3 * STEPS_PER_EPOCH  # mid-run
     assert summary["sft"]["complete"]
     assert rows(output_dir, "resumed_from_step") == {STEPS_PER_EPOCH: STEPS_PER_EPOCH}
+    assert_same_weights(output_dir, reference[0])
+
+
+def train_workers() -> list[psutil.Process]:
+    """This test cluster's Ray Train worker processes."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "RayTrainWorker" in " ".join(process.cmdline()):
+                found.append(process)
+    return found
+
+
+def sft_command(output_dir: Path) -> list[str]:
+    """``ray-adlf train`` with the flags of ``sft_config(output_dir)``, W&B on (offline)."""
+    return [
+        *(sys.executable, "-m", "ray_adlf.cli", "train", "--run_sft", "--use_wandb"),
+        *("--max_seq_length", "128", "--sft_epochs", "3", "--sft_batch_size", "8"),
+        *("--sft_learning_rate", "1e-3", "--num_workers", "2"),
+        *("--checkpoint_every", str(STEPS_PER_EPOCH), "--output_dir", str(output_dir)),
+    ]
+
+
+def test_driver_killed_during_a_checkpoint_write_reruns_to_the_same_model(
+    reference, ray_address, tmp_path
+):
+    output_dir = tmp_path / "driver"
+    command, env = sft_command(output_dir), {**os.environ, "RAY_ADDRESS": ray_address}
+    run_dir = stage_run_dir(sft_config(output_dir), "sft")
+    second_checkpoint = run_dir / f"step_{2 * STEPS_PER_EPOCH:06d}"
+    with (tmp_path / "killed.log").open("w") as log:
+        driver = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not second_checkpoint.exists():  # Ray Train has begun to write it
+            assert driver.poll() is None and time.monotonic() < deadline, "no second checkpoint"
+            time.sleep(0.002)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    registered = registered_checkpoints(run_dir)
+    resume_step = 2 * STEPS_PER_EPOCH if second_checkpoint.name in registered else STEPS_PER_EPOCH
+    assert f"step_{STEPS_PER_EPOCH:06d}" in registered
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert rows(output_dir, "resumed_from_step") == {resume_step: resume_step}
+    steps = [r["step"] for r in read_metrics(output_dir / "metrics.jsonl") if "loss" in r]
+    assert steps == list(range(1, 70))  # every step once: nothing lost, nothing twice
+    assert_same_weights(output_dir, reference[0])
+    wandb_runs = sorted((output_dir / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 2 and len({run.name.rsplit("-", 1)[1] for run in wandb_runs}) == 1
+
+
+FILE_SIZE_LIMIT = 2**20  # bytes; the tiny model's weights (1.8 MB) cannot be written under it
+
+
+def test_a_full_disk_fails_the_run_clearly_and_the_last_checkpoint_still_resumes(
+    reference, tmp_path
+):
+    output_dir = tmp_path / "full"
+    first = run_pipeline(*planned(sft_config(output_dir, stop_after_steps=30)))
+    assert first["sft"]["step"] == 30
+    limited: set[int] = set()
+
+    def limit_the_file_size_of_each_new_worker():
+        deadline = time.monotonic() + 300
+        while len(limited) < 2 and time.monotonic() < deadline:
+            for process in train_workers():
+                with contextlib.suppress(psutil.Error, ProcessLookupError):
+                    limit = (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT)
+                    resource.prlimit(process.pid, resource.RLIMIT_FSIZE, limit)
+                    limited.add(process.pid)
+            time.sleep(0.01)
+
+    limiter = threading.Thread(target=limit_the_file_size_of_each_new_worker, daemon=True)
+    limiter.start()
+    with pytest.raises(StageFailed, match="File too large"):
+        run_pipeline(*planned(sft_config(output_dir, resume=True, max_failures=0)))
+    limiter.join()
+    assert len(limited) == 2
+    assert f"step_{2 * STEPS_PER_EPOCH:06d}" not in registered_checkpoints(
+        stage_run_dir(sft_config(output_dir), "sft")
+    )
+    last = run_pipeline(*planned(sft_config(output_dir, resume=True)))
+    assert last["sft"]["complete"] and last["sft"]["resumed"]
+    assert rows(output_dir, "resumed_from_step") == {30: 30}
     assert_same_weights(output_dir, reference[0])
 
 
