@@ -216,6 +216,7 @@ def sft_command(output_dir: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_driver_killed_during_a_checkpoint_write_reruns_to_the_same_model(
     reference, ray_address, tmp_path
 ):
