@@ -168,6 +168,16 @@ def registered_checkpoints(run_dir: Path) -> str:
     return snapshot.read_text() if snapshot.exists() else ""
 
 
+def train_workers() -> list[psutil.Process]:
+    """This test cluster's Ray Train worker processes."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "RayTrainWorker" in " ".join(process.cmdline()):
+                found.append(process)
+    return found
+
+
 def test_killed_worker_restarts_from_the_last_checkpoint(reference, tmp_path):
     output_dir = tmp_path / "killed"
     cfg = sft_config(output_dir, max_failures=1)
@@ -179,12 +189,10 @@ def test_killed_worker_restarts_from_the_last_checkpoint(reference, tmp_path):
         run_dir = stage_run_dir(cfg, "sft")
         while first_checkpoint not in registered_checkpoints(run_dir) and time.time() < deadline:
             time.sleep(0.02)
-        for process in psutil.Process().children(recursive=True):  # this test's cluster only
-            if "RayTrainWorker" in " ".join(process.cmdline()):
-                process.kill()
-                killed.append((process.pid, last_logged_step(output_dir)))
-                print(f"killed training worker pid {process.pid} after step {killed[0][1]}")
-                return
+        for process in train_workers()[:1]:
+            process.kill()
+            killed.append((process.pid, last_logged_step(output_dir)))
+            print(f"killed training worker pid {process.pid} after step {killed[0][1]}")
 
     killer = threading.Thread(target=kill_one_worker_after_the_first_checkpoint, daemon=True)
     killer.start()
@@ -194,16 +202,6 @@ def test_killed_worker_restarts_from_the_last_checkpoint(reference, tmp_path):
     assert summary["sft"]["complete"]
     assert rows(output_dir, "resumed_from_step") == {STEPS_PER_EPOCH: STEPS_PER_EPOCH}
     assert_same_weights(output_dir, reference[0])
-
-
-def train_workers() -> list[psutil.Process]:
-    """This test cluster's Ray Train worker processes."""
-    found = []
-    for process in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if "RayTrainWorker" in " ".join(process.cmdline()):
-                found.append(process)
-    return found
 
 
 def sft_command(output_dir: Path) -> list[str]:
