@@ -58,6 +58,7 @@ from ray_adlf.train.common import (
     stage_output_dir,
     write_model_outputs,
 )
+from ray_adlf.train.learner_state import load_learner_state, save_learner_state
 from ray_adlf.train.ppo_learner import (
     global_masked_mean,
     global_row_mean,
@@ -68,7 +69,6 @@ from ray_adlf.train.ppo_learner import (
 log = logging.getLogger(__name__)
 
 STAGE = "rlhf"
-STATE_FILE = "learner_state.pt"
 RESUME_SECTIONS = ("data", "model", "rollout", "rewards", "debate", "ppo")
 
 
@@ -113,53 +113,36 @@ def rank_rows(num_prompts: int, group_size: int, rank: int, world: int) -> list[
     return [g * group_size + k for g in range(rank, num_prompts, world) for k in range(group_size)]
 
 
-def plain(value: Any) -> Any:
-    """``value`` with NumPy scalars as Python numbers and NumPy arrays as tensors, so that
-    ``torch.load(..., weights_only=True)`` reads it back (no pickled code is ever run)."""
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(plain(item) for item in value)
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value.astype(np.int64) if value.dtype == np.uint32 else value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def save_checkpoint(
     directory: Path, learner, optimizer, scheduler, state: dict[str, Any], tokenizer
 ) -> None:
-    """Policy in HF layout under ``policy/``; everything else in ``learner_state.pt``, as
-    tensors and plain Python values only (``plain``)."""
+    """Policy in HF layout under ``policy/``; everything else as ``learner_state.json`` and
+    ``learner_state.safetensors`` (``learner_state``: data only, no pickles)."""
     policy_of(learner).save_pretrained(directory / "policy")
     tokenizer.save_pretrained(directory / "policy")
     extra = {k: v for k, v in learner.state_dict().items() if not k.startswith("policy.")}
     kind, keys, position, has_gauss, cached = np.random.get_state()
-    torch.save(
-        plain(
-            {
-                **state,
-                "learner_extra": extra if isinstance(learner, PolicyWithValue) else {},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "python": random.getstate(),
-                    "numpy": [kind, keys, position, has_gauss, cached],
-                },
-            }
-        ),
-        directory / STATE_FILE,
+    save_learner_state(
+        directory,
+        {
+            **state,
+            "learner_extra": extra if isinstance(learner, PolicyWithValue) else {},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "python": random.getstate(),
+                "numpy": [kind, keys, position, has_gauss, cached],
+            },
+        },
     )
 
 
 def load_checkpoint(directory: Path, learner, optimizer, scheduler) -> dict[str, Any]:
-    """Restore what ``save_checkpoint`` wrote; returns the rest of the saved state. The state
-    file is read with ``weights_only=True``: a crafted file cannot run code."""
+    """Restore what ``save_checkpoint`` wrote; returns the rest of the saved state."""
     policy = load_causal_lm(str(directory / "policy"))
     policy_of(learner).load_state_dict(policy.state_dict())
-    state = torch.load(directory / STATE_FILE, weights_only=True)
+    state = load_learner_state(directory)
     if isinstance(learner, PolicyWithValue):
         learner.load_state_dict(state["learner_extra"], strict=False)
     optimizer.load_state_dict(state["optimizer"])

@@ -16,6 +16,7 @@ from ray_adlf.data.sample import sample_path
 from ray_adlf.data.validate import read_records
 from ray_adlf.models.loading import resolve_model_path
 from ray_adlf.tracking import read_metrics
+from ray_adlf.train.learner_state import load_learner_state
 from ray_adlf.train.ppo import run_rlhf
 
 pytestmark = pytest.mark.integration
@@ -99,7 +100,7 @@ def final_state(summary) -> dict[str, torch.Tensor]:
     """Policy weights and value head from the run's last checkpoint."""
     directory = Path(summary["checkpoint"])
     policy = AutoModelForCausalLM.from_pretrained(directory / "policy").state_dict()
-    extra = torch.load(directory / "learner_state.pt", weights_only=True)
+    extra = load_learner_state(directory)
     return {**policy, **{f"extra.{k}": v for k, v in extra["learner_extra"].items()}}
 
 
