@@ -16,6 +16,13 @@ Why half for the learner: the phases of a round run one after another, so no spl
 fully busy; the learner's forward/backward is the heaviest phase, the actors' work (generation,
 reward forwards) comes next. Shares are rounded down to 0.01 CPU.
 
+Threads: a round's phases run one after another (generate; reward and debate together; the
+learner), so each phase may use every core the stage holds, not only its Ray share:
+``phase_threads`` gives each process of a phase ``floor(stage CPUs / processes in the
+phase)`` threads, at most the machine's cores, at least 1. With 2 cores, one learner, one
+rollout and one reward actor, each uses 2 threads in its turn; Ray's own default
+(``OMP_NUM_THREADS`` = the process's CPU share, 1 here) would leave one core idle in every phase.
+
 ``check_fits`` refuses, naming the flags, a plan whose parts add up to more than the budget
 (Ray would otherwise wait for resources forever).
 """
@@ -23,6 +30,7 @@ reward forwards) comes next. Shares are rounded down to 0.01 CPU.
 from __future__ import annotations
 
 import math
+import os
 
 from ray_adlf.config import Config, ConfigError, from_dict, to_dict
 
@@ -85,6 +93,26 @@ def stage_cpus(cfg: Config, stage: str, reserved: float = 0.0) -> float:
     return learner_cpus(cfg) + actors + reserved
 
 
+def phase_threads(cfg: Config) -> dict[str, int]:
+    """Threads per process of each RL phase (module docstring) of a planned ``cfg``:
+    ``learner`` (each rank), ``rollout`` (each RolloutActor), ``reward`` (each RewardActor and
+    CritiqueActor: scoring and the debate overlap) and ``single`` (the evaluation reward actor
+    and the reference actor, which run alone)."""
+    res = cfg.resources
+    critics = cfg.debate.num_critics + int(cfg.sft.use_self_critique)
+    processes = {
+        "learner": res.num_workers,
+        "rollout": res.num_rollout_workers,
+        "reward": res.num_reward_workers + (critics if cfg.rewards.use_debate_reward else 0),
+        "single": 1,
+    }
+    total, cores = stage_cpus(cfg, RL_STAGE), os.cpu_count() or 1
+    return {
+        phase: max(1, min(cores, math.floor(total / count + 1e-9)))
+        for phase, count in processes.items()
+    }
+
+
 def check_fits(cfg: Config, stage: str, budget: float, what: str, reserved: float = 0.0) -> None:
     """ConfigError naming the flags when a planned stage needs more than ``budget`` CPUs."""
     needed = stage_cpus(cfg, stage, reserved)
@@ -96,3 +124,8 @@ def check_fits(cfg: Config, stage: str, budget: float, what: str, reserved: floa
             "--learner_num_cpus, --rollout_num_cpus, --reward_num_cpus or --critic_num_cpus "
             "(0 derives them), or use fewer workers"
         )
+
+
+def thread_env(threads: float) -> dict[str, dict[str, str]]:
+    """A Ray ``runtime_env`` running a process with ``floor(threads)`` (at least 1) threads."""
+    return {"env_vars": {"OMP_NUM_THREADS": str(max(1, math.floor(threads)))}}

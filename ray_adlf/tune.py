@@ -11,7 +11,7 @@
    simplex's interior up to that rescaling, and Optuna can sample them too).
 3. The metric is ``eval/objective`` (mode max): the evaluation reward model's mean score of
    greedy responses to held-out prompts, less ``--kl_budget_penalty`` per unit of KL over
-   ``--kl_budget`` (``train/ppo.evaluate``). The training reward is not comparable across
+   ``--kl_budget`` (``train/rl_eval.evaluate``). The training reward is not comparable across
    trials: alpha and the weights change what it measures.
 
 Results from the Train workers reach Tune through ``ForwardToTune``, a Ray Train callback run by

@@ -3,8 +3,8 @@ runs the debate protocol (``debate/protocol.py``) over them.
 
 Each round sends every actor its requests at once, so the K critics judge in parallel; the
 pool waits for all K before the next round (round r + 1 needs round r's critiques).
-``sync_weights`` gives critics on the policy the learner's new weights (one ``ray.put``) as
-version 1, 2, ...
+``sync_weights`` gives critics on the policy the learner's new weights (the object the rollout
+pool put, shared: one push a round) as version 1, 2, ...
 
 Faults: an actor that dies is restarted by Ray (``max_restarts``) and the call it was serving
 is run again on the new process (``max_task_retries``). Judging is a function of the requests,
@@ -16,17 +16,16 @@ latest weights; a restarted critic on the policy, back at version 0, loads them 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import ray
-import torch
 
 from ray_adlf.config import Config
+from ray_adlf.cpu_plan import phase_threads, thread_env
 from ray_adlf.data.records import Turn
 from ray_adlf.debate.critics import CriticSpec, make_critic
 from ray_adlf.debate.protocol import DebateResult, JudgeRequest, Verdict, run_debate
-from ray_adlf.engines.weights import PackedWeights, pack_state_dict, unpack_state_dict
+from ray_adlf.engines.weights import PackedWeights, unpack_state_dict
 
 
 @ray.remote
@@ -125,12 +124,13 @@ class CritiquePool:
         num_cpus: float,
         startup_timeout_s: float = 600.0,
         max_restarts: int = 2,
+        num_threads: int = 0,
     ) -> None:
         options = CritiqueActor.options(
             num_cpus=num_cpus,
             max_restarts=max_restarts,
             max_task_retries=max_restarts,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, math.floor(num_cpus)))}},
+            runtime_env=thread_env(num_threads or num_cpus),
         )
         self.actors = [options.remote(spec) for spec in specs]
         self.policy_actors = [a for a, spec in zip(self.actors, specs) if spec.follows_policy]
@@ -149,6 +149,7 @@ class CritiquePool:
             debate.debate_aggregate,
             cfg.resources.critic_num_cpus,
             max_restarts=cfg.resources.actor_max_restarts,
+            num_threads=phase_threads(cfg)["reward"],
         )
 
     def _judge(self, requests: list[list[JudgeRequest]]) -> list[list[Verdict]]:
@@ -168,18 +169,14 @@ class CritiquePool:
             contexts, responses, len(self.actors), self.rounds, self.aggregate, self._judge
         )
 
-    def sync_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """Load the learner's new weights into the critics that run on the policy."""
+    def sync_weights(self, weights: ray.ObjectRef) -> None:
+        """Load the learner's new weights (``weights``: the packed state dict the rollout pool
+        put in the object store, shared) into the critics that run on the policy."""
         if not self.policy_actors:
             return
         self.version += 1
-        self._latest_weights = [ray.put(pack_state_dict(state_dict))]
-        ray.get(
-            [
-                actor.load_weights.remote(self._latest_weights[0], self.version)
-                for actor in self.policy_actors
-            ]
-        )
+        self._latest_weights = [weights]
+        ray.get([actor.load_weights.remote(weights, self.version) for actor in self.policy_actors])
 
     def shutdown(self) -> None:
         for actor in self.actors:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ray
 import torch
 
+from ray_adlf.cpu_plan import thread_env
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer
 from ray_adlf.models.policy import pack_sequences, response_forward
 
@@ -47,10 +48,12 @@ class ReferenceActorPool:
         trust_remote_code: bool,
         num_cpus: float,
         batch_size: int = 16,
+        num_threads: int = 0,
     ) -> None:
-        self.actor = ReferenceActor.options(num_cpus=num_cpus).remote(
-            model_path, trust_remote_code, batch_size
+        options = ReferenceActor.options(
+            num_cpus=num_cpus, runtime_env=thread_env(num_threads or num_cpus)
         )
+        self.actor = options.remote(model_path, trust_remote_code, batch_size)
 
     def logprobs(
         self, prompt_ids: list[list[int]], response_ids: list[list[int]], temperature: float

@@ -14,7 +14,6 @@ the debate score from a ``CritiquePool`` (when ``--use_debate_reward``), then th
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 
@@ -23,6 +22,7 @@ import ray
 
 from ray_adlf.actors.critique import CritiquePool, wait_until_ready
 from ray_adlf.config import Config, RewardConfig
+from ray_adlf.cpu_plan import phase_threads, thread_env
 from ray_adlf.data.records import Turn
 from ray_adlf.debate.protocol import debate_parts
 from ray_adlf.rewards.combine import RewardBatch, RewardCombiner
@@ -69,12 +69,13 @@ class RewardPool:
         num_cpus: float,
         startup_timeout_s: float = 600.0,
         max_restarts: int = 2,
+        num_threads: int = 0,
     ) -> None:
         options = RewardActor.options(
             num_cpus=num_cpus,
             max_restarts=max_restarts,
             max_task_retries=max_restarts,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, math.floor(num_cpus)))}},
+            runtime_env=thread_env(num_threads or num_cpus),
         )
         self.actors = [
             options.remote(rewards, reference_model, reward_model, token_format, max_length)
@@ -93,6 +94,7 @@ class RewardPool:
             cfg.resources.num_reward_workers,
             cfg.resources.reward_num_cpus,
             max_restarts=cfg.resources.actor_max_restarts,
+            num_threads=phase_threads(cfg)["reward"],
         )
 
     def submit(

@@ -1,7 +1,8 @@
 """Rollout engines as Ray actors, and the driver-side pool that shards batches over them.
 
 ``RolloutActor`` is a thin shell over one engine (``engines.build_engine``) in its own process,
-with its own CPUs/GPUs (``OMP_NUM_THREADS = floor(num_cpus)``, at least 1).
+with its own CPUs/GPUs and ``num_threads`` threads (``cpu_plan.phase_threads`` from a config:
+the stage's cores in its phase; otherwise ``floor(num_cpus)``, at least 1).
 
 ``RolloutPool`` owns N actors.
 
@@ -30,6 +31,7 @@ import ray
 import torch
 
 from ray_adlf.config import Config
+from ray_adlf.cpu_plan import phase_threads, thread_env
 from ray_adlf.engines.base import GenerationBatch, SamplingParams, ShardTiming, check_prompts
 from ray_adlf.engines.select import EngineName, build_engine, choose_engine
 from ray_adlf.engines.weights import PackedWeights, pack_state_dict, unpack_state_dict
@@ -127,6 +129,7 @@ class RolloutPool:
         seed: int = 0,
         trust_remote_code: bool = False,
         retry_timeout_s: float = 600.0,
+        num_threads: int = 0,
     ) -> None:
         if engine not in ("vllm", "hf"):
             raise ValueError(
@@ -137,7 +140,7 @@ class RolloutPool:
             num_gpus=num_gpus,
             max_restarts=max_restarts,
             max_task_retries=0,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, math.floor(num_cpus)))}},
+            runtime_env=thread_env(num_threads or num_cpus),
         )
         self.engine = engine
         self.retry_timeout_s = retry_timeout_s
@@ -167,7 +170,13 @@ class RolloutPool:
             dtype=rollout.rollout_dtype,
             seed=cfg.run.seed,
             trust_remote_code=cfg.model.trust_remote_code,
+            num_threads=phase_threads(cfg)["rollout"],
         )
+
+    @property
+    def latest_weights(self) -> ray.ObjectRef | None:
+        """The object ref of the last synced (packed) weights, for other consumers."""
+        return self._latest_weights[0] if self._latest_weights else None
 
     @property
     def version(self) -> int:

@@ -97,7 +97,8 @@ def pack_sequences(
 
 def response_positions(prompt_lengths: torch.Tensor, width: int) -> torch.Tensor:
     """Positions whose logits predict response token t: ``prompt_lengths[i] - 1 + t``. -> [B, T]."""
-    return prompt_lengths.unsqueeze(1) - 1 + torch.arange(width).unsqueeze(0)
+    offsets = torch.arange(width, device=prompt_lengths.device)
+    return prompt_lengths.unsqueeze(1) - 1 + offsets.unsqueeze(0)
 
 
 def response_forward(

@@ -6,7 +6,9 @@ compute what one rank would on the whole batch.
 
 Experience, per response token t (mask m_t):
 
-- old and reference logprobs at the sampling temperature T: ``log_softmax(logits / T)[y_t]``;
+- old and reference logprobs at the sampling temperature T: ``log_softmax(logits / T)[y_t]``
+  (for group baselines with one epoch of one minibatch the old policy is the update's own
+  forward, and the KL takes the engine's logprobs: no extra forward);
 - ``kl_t = estimator(logp_old_t, logp_ref_t)`` (k1, k2 or k3);
 - ``gae``: ``r_t = -beta kl_t`` plus the ADLF score at the last token (``beta = 0`` with
   ``--kl_in_loss``), advantages by GAE over the value head's ``V(s_t)``, whitened over every
@@ -88,11 +90,14 @@ def finite_on_every_rank(loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
 
 @dataclass
 class Experience:
-    """One rank's shard, ready for PPO. Token tensors are [B, T]; ``scores`` [B]."""
+    """One rank's shard, ready for PPO. Token tensors are [B, T]; ``scores`` [B].
+
+    ``old_logprobs`` None: the update's own forward is the old policy (one epoch of one
+    minibatch); ``ppo_update`` fills it in from that forward."""
 
     batch: dict[str, torch.Tensor]
     mask: torch.Tensor
-    old_logprobs: torch.Tensor
+    old_logprobs: torch.Tensor | None
     ref_logprobs: torch.Tensor
     kl: torch.Tensor
     advantages: torch.Tensor
@@ -106,7 +111,7 @@ class Experience:
         return Experience(
             batch={k: v[index] for k, v in self.batch.items()},
             mask=self.mask[index],
-            old_logprobs=self.old_logprobs[index],
+            old_logprobs=pick(self.old_logprobs),
             ref_logprobs=self.ref_logprobs[index],
             kl=self.kl[index],
             advantages=self.advantages[index],
@@ -119,7 +124,7 @@ class Experience:
 @torch.no_grad()
 def make_experience(
     model,
-    ref_logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor | None,
     batch: dict[str, torch.Tensor],
     scores: torch.Tensor,
     *,
@@ -131,16 +136,26 @@ def make_experience(
     gamma: float,
     lam: float,
     group_size: int,
+    old_logprobs: torch.Tensor | None = None,
 ) -> Experience:
     """Old logprobs (and values) from ``model``, KL, shaped rewards and advantages (module doc).
 
-    ``ref_logprobs`` [B, T] come from the frozen reference; ``scores`` [B] are the ADLF rewards.
-    Rows of one prompt group must be adjacent and on one rank for ``grpo``/``rloo``.
+    ``ref_logprobs`` [B, T] come from the frozen reference (None: no KL, it is 0);
+    ``scores`` [B] are the ADLF rewards. ``old_logprobs`` [B, T] (the engine's, group
+    baselines only) stand in for the old policy in the KL and skip the forward: the update
+    then takes the old policy from its own forward. Rows of one prompt group must be adjacent
+    and on one rank for ``grpo``/``rloo``.
     """
     mask = batch["response_mask"].float()
-    out = response_forward(model, batch, temperature, with_values=advantage == "gae")
-    old_logprobs = out["logprobs"] * mask
-    kl = kl_estimate(old_logprobs, ref_logprobs, kl_estimator) * mask
+    if old_logprobs is not None and advantage == "gae":
+        raise ValueError("GAE needs the values of the old policy's forward")
+    out = {}
+    if old_logprobs is None:
+        out = response_forward(model, batch, temperature, with_values=advantage == "gae")
+    policy_logprobs = (out["logprobs"] if old_logprobs is None else old_logprobs) * mask
+    if ref_logprobs is None:
+        ref_logprobs = policy_logprobs
+    kl = kl_estimate(policy_logprobs, ref_logprobs, kl_estimator) * mask
     penalty = 0.0 if kl_in_loss else beta
     values = returns = None
     if advantage == "gae":
@@ -155,7 +170,15 @@ def make_experience(
         )
         advantages = broadcast_to_tokens(per_sequence, mask)
     return Experience(
-        batch, mask, old_logprobs, ref_logprobs * mask, kl, advantages, values, returns, scores
+        batch,
+        mask,
+        None if old_logprobs is not None else policy_logprobs,
+        ref_logprobs * mask,
+        kl,
+        advantages,
+        values,
+        returns,
+        scores,
     )
 
 
@@ -180,6 +203,11 @@ def ppo_update(
 ) -> dict[str, float]:
     """``epochs`` passes of minibatch PPO over ``experience``; returns mean loss statistics."""
     rows = experience.mask.shape[0]
+    on_policy = experience.old_logprobs is None
+    if on_policy and (epochs, num_minibatches) != (1, 1):
+        raise ValueError("without old logprobs the update must be one epoch of one minibatch")
+    if on_policy:
+        experience.old_logprobs = torch.zeros_like(experience.mask)
     totals: dict[str, float] = {}
     steps = skipped = 0
     for _ in range(epochs):
@@ -193,6 +221,9 @@ def ppo_update(
                 with_values=part.values is not None,
                 with_entropy=True,
             )
+            if on_policy:
+                part.old_logprobs = out["logprobs"].detach() * part.mask
+                experience.old_logprobs[index] = part.old_logprobs
             loss, stats = policy_loss(
                 out["logprobs"], part.old_logprobs, part.advantages, part.mask, clip_eps
             )

@@ -145,3 +145,39 @@ def test_resume_mid_epoch_and_at_epoch_boundary_equals_uninterrupted_and_beta_ad
     moves = [(reference[s]["kl"] - 1.0, betas[s] - betas[s - 1]) for s in range(1, 8)]
     assert all(gap * change > 0 for gap, change in moves if abs(gap) > 1e-6), moves
     assert {gap > 0 for gap, _ in moves} == {True, False}, moves
+
+
+def test_resume_with_the_debate_and_self_critique_equals_uninterrupted(tmp_path, records):
+    # One critic on the reference and one on the policy (self-critique): after a resume the
+    # policy critic must judge with the resumed weights and the critics' seeds must continue
+    # from the saved call count, or the rewards of rounds 3-4 differ.
+    settings = dict(
+        ppo__rl_rounds=4,
+        ppo__ppo_batch_size=8,
+        ppo__advantage="grpo",
+        ppo__num_samples_per_prompt=2,
+        ppo__ppo_epochs=1,
+        ppo__ppo_minibatch_size=16,
+        resources__num_workers=1,
+        rewards__use_debate_reward=True,
+        rewards__reward_plugin=None,
+        debate__num_critics=1,
+        debate__debate_rounds=1,
+        debate__critique_max_new_tokens=6,
+        sft__use_self_critique=True,
+        resources__critic_num_cpus=0.25,
+    )
+    run_rlhf(rl_config(tmp_path / "whole", **settings), records, resolve_model_path("tiny"), None)
+    pieces = tmp_path / "pieces"
+    for stop_after in (2, 0):
+        cfg = rl_config(pieces, run__stop_after_steps=stop_after, **settings)
+        cfg.run.resume = (pieces / "ray_train").exists()
+        resumed = run_rlhf(cfg, records, resolve_model_path("tiny"), None)
+    assert resumed["complete"] and resumed["resumed"]
+    whole = {r["step"]: r for r in read_metrics(tmp_path / "whole" / "metrics.jsonl")}
+    parts = {r["step"]: r for r in read_metrics(pieces / "metrics.jsonl")}
+    assert sorted(parts) == [1, 2, 3, 4]
+    assert len({round(whole[s]["debate"], 9) for s in whole}) > 1  # the verdicts carry signal
+    for step in (3, 4):
+        assert parts[step]["debate"] == pytest.approx(whole[step]["debate"], abs=1e-9)
+        assert parts[step]["reward"] == pytest.approx(whole[step]["reward"], abs=1e-9)

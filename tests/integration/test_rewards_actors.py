@@ -17,6 +17,7 @@ from ray_adlf.data.records import Turn
 from ray_adlf.data.sample import write_sample
 from ray_adlf.debate.critics import CriticSpec, make_critic
 from ray_adlf.debate.protocol import run_debate
+from ray_adlf.engines.weights import pack_state_dict
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 from ray_adlf.rewards.scorer import RewardScorer, make_combiner
 from ray_adlf.score import run_score
@@ -174,7 +175,7 @@ def test_a_killed_critic_on_the_policy_comes_back_with_the_latest_weights(cluste
     assert expected != local_debate_scores(spec, initial, contexts, responses, call=1)
     pool = CritiquePool([spec], rounds=1, aggregate="mean", num_cpus=0.25)
     try:
-        pool.sync_weights(synced)
+        pool.sync_weights(ray.put(pack_state_dict(synced)))
         victim = pool.actors[0]
         results, pid = kill_while_busy(victim, lambda: pool.debate(contexts, responses))
         assert actor_pid(victim) != pid

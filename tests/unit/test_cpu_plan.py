@@ -3,7 +3,13 @@
 import pytest
 
 from ray_adlf.config import Config, ConfigError
-from ray_adlf.cpu_plan import check_fits, plan_resources, rl_actor_cpus, stage_cpus
+from ray_adlf.cpu_plan import (
+    check_fits,
+    phase_threads,
+    plan_resources,
+    rl_actor_cpus,
+    stage_cpus,
+)
 
 
 def rl_config(**resources) -> Config:
@@ -66,3 +72,20 @@ def test_gpu_learners_hold_one_cpu_each():
     planned = plan_resources(rl_config(use_gpu=True, num_workers=2), "rlhf", budget=8.0)
     # learners: 2 x Ray's default 1 CPU; actors: (8 - 2) / 2 = 3 each
     assert rl_actor_cpus(planned) == [3.0, 3.0]
+
+
+def test_each_phase_uses_the_stage_cores_in_its_turn(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    # 2 CPUs: the learner, the rollout actor and the reward actor each get both cores in turn.
+    planned = plan_resources(rl_config(), "rlhf", budget=2.0)
+    assert phase_threads(planned) == {"learner": 2, "rollout": 2, "reward": 2, "single": 2}
+    # 8 CPUs held on a 2-core machine: capped at the cores. Debate with 2 critics: the reward
+    # actor and the 2 critics share the scoring phase, 8 // 3 = 2 threads each.
+    cfg = rl_config()
+    cfg.rewards.use_debate_reward = True
+    cfg.debate.num_critics = 2
+    cfg.resources.num_workers = 4
+    planned = plan_resources(cfg, "rlhf", budget=8.0)
+    assert phase_threads(planned) == {"learner": 2, "rollout": 2, "reward": 2, "single": 2}
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert phase_threads(planned) == {"learner": 2, "rollout": 8, "reward": 2, "single": 8}

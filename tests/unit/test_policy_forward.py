@@ -3,7 +3,12 @@
 import torch
 
 from ray_adlf.models.loading import load_causal_lm
-from ray_adlf.models.policy import PolicyWithValue, pack_sequences, response_forward
+from ray_adlf.models.policy import (
+    PolicyWithValue,
+    pack_sequences,
+    response_forward,
+    response_positions,
+)
 
 PROMPTS = [[4, 205, 279, 266], [4, 300, 301], [4, 205, 279, 266, 349, 335]]
 RESPONSES = [[5, 6, 7], [8], [9, 10]]
@@ -54,3 +59,10 @@ def test_separate_critic_keeps_policy_gradients_apart():
     values[batch["response_mask"]].sum().backward()
     assert all(p.grad is None for p in policy.policy.parameters())
     assert any(p.grad is not None for p in policy.critic_backbone.parameters())
+
+
+def test_response_positions_follow_the_device_of_their_input():
+    # The meta device stands in for CUDA: a tensor created on the CPU next to it raises.
+    positions = response_positions(torch.tensor([3, 4], device="meta"), 5)
+    assert positions.device.type == "meta" and positions.shape == (2, 5)
+    assert response_positions(torch.tensor([3, 4]), 2).tolist() == [[2, 3], [3, 4]]

@@ -1,0 +1,239 @@
+"""The RL learner on one Ray Train rank: everything it trains and everything a checkpoint holds.
+
+``RLLearner`` owns the trainable module (the policy, with a value head for ``gae``), AdamW,
+the learning-rate schedule, the KL controller, the prompt stream, the ADLF reward combiner,
+the critics' call count (their sampling seeds) and the colocated reference model.
+``train(shard, round)`` is the learner's half of a round; ``save(directory)`` / ``load``
+are one call each: the policy in Hugging Face layout under ``policy/``, the rest as data
+(``learner_state``).
+
+Passes a round makes over the shard:
+
+- reference logprobs: one forward of the colocated reference (or the reference actor's rows),
+  skipped when nothing needs them (fixed beta 0 and no ``--kl_in_loss``);
+- old logprobs (and values): one forward, except for group baselines with one epoch of one
+  minibatch: there the update's own forward is the old policy (the ratio is exactly 1), and
+  the KL uses the engine's logprobs;
+- the PPO update (``ppo_learner.ppo_update``).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ray_adlf.algo import AdaptiveKLController, FixedKLController
+from ray_adlf.config import Config
+from ray_adlf.data.rl_prompts import PromptStream, prompt_order
+from ray_adlf.models.loading import load_causal_lm
+from ray_adlf.models.policy import PolicyWithValue, response_forward
+from ray_adlf.train.learner_state import load_learner_state, save_learner_state
+from ray_adlf.train.ppo_learner import (
+    global_masked_mean,
+    global_row_mean,
+    make_experience,
+    ppo_update,
+)
+from ray_adlf.train.rollout_batch import Rollout
+
+
+def kl_controller(cfg: Config) -> FixedKLController | AdaptiveKLController:
+    """Fixed beta, or Ziegler et al.'s adaptive rule toward ``--kl_target``."""
+    if cfg.ppo.use_dynamic_kl:
+        return AdaptiveKLController(cfg.ppo.init_kl_coef, cfg.ppo.kl_target, cfg.ppo.kl_horizon)
+    return FixedKLController(cfg.ppo.init_kl_coef)
+
+
+def needs_reference_each_round(cfg: Config) -> bool:
+    """Whether a round uses reference logprobs: a KL penalty or a KL loss term."""
+    return cfg.ppo.kl_in_loss or cfg.ppo.init_kl_coef > 0
+
+
+def build_module(cfg: Config, policy_path: str) -> torch.nn.Module:
+    """The trainable module: PolicyWithValue for ``gae``, the bare policy for group baselines."""
+    policy = load_causal_lm(policy_path, cfg.model.trust_remote_code)
+    if cfg.ppo.advantage != "gae":
+        return policy
+    critic = None
+    if cfg.ppo.critic_mode == "separate":
+        critic = load_causal_lm(policy_path, cfg.model.trust_remote_code)
+    return PolicyWithValue(policy, critic)
+
+
+class RLLearner:
+    """One rank's learner (module docstring). ``world`` ranks split each round's rows."""
+
+    def __init__(self, cfg: Config, policy_path: str, prompts: list, world: int, device) -> None:
+        from transformers import get_scheduler
+
+        ppo = cfg.ppo
+        self.cfg, self.device = cfg, device
+        self.module = build_module(cfg, policy_path)
+        self.optimizer = torch.optim.AdamW(
+            self.module.parameters(), lr=ppo.ppo_learning_rate, weight_decay=0.0
+        )
+        rows = ppo.ppo_batch_size * ppo.num_samples_per_prompt
+        self.num_minibatches = max(1, min(rows // world, rows // ppo.ppo_minibatch_size))
+        self.scheduler = get_scheduler(
+            ppo.ppo_lr_schedule,
+            self.optimizer,
+            num_warmup_steps=0,
+            num_training_steps=ppo.rl_rounds * ppo.ppo_epochs * self.num_minibatches,
+        )
+        self.reference = None
+        if ppo.reference_placement == "colocated" and (
+            needs_reference_each_round(cfg) or ppo.eval_every
+        ):
+            self.reference = load_causal_lm(policy_path, cfg.model.trust_remote_code)
+            self.reference.eval().requires_grad_(False).to(device)
+        data = cfg.data
+        order = prompt_order(
+            prompts,
+            ppo.ppo_batch_size,
+            cfg.run.seed,
+            data.use_curriculum,
+            data.curriculum_start_fraction,
+            data.curriculum_pacing,
+            data.curriculum_score_weight,
+        )
+        self.stream = PromptStream(order, ppo.ppo_batch_size)
+        self.controller = kl_controller(cfg)
+        from ray_adlf.rewards.scorer import make_combiner
+
+        self.combiner = make_combiner(cfg.rewards)
+        self.round, self.critic_calls = 0, 0
+        self.eval_baseline: list[float] | None = None
+        self.model: torch.nn.Module = self.module
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        """The causal LM inside the module."""
+        return self.module.policy if isinstance(self.module, PolicyWithValue) else self.module
+
+    def prepare(self) -> None:
+        """Move to the device and wrap for DDP (Ray Train's ``prepare_model``)."""
+        from ray.train.torch import prepare_model
+
+        ppo = self.cfg.ppo
+        unused = ppo.advantage == "gae" and ppo.critic_mode == "separate"
+        self.model = prepare_model(
+            self.module, parallel_strategy_kwargs={"find_unused_parameters": unused}
+        )
+
+    @torch.no_grad()
+    def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Colocated reference logprobs of a packed batch, [B, T]."""
+        out = response_forward(self.reference, batch, self.cfg.rollout.temperature, False)
+        return out["logprobs"]
+
+    def train(self, shard: Rollout, round_index: int, pad_id: int) -> dict[str, float]:
+        """Experience and PPO updates on this rank's shard; the KL controller steps. Returns the
+        update statistics with ``kl`` (mean sequence KL, absent without a reference) and
+        ``logprob_mismatch`` (mean |engine - learner| old logprob), both over every rank."""
+        cfg, ppo = self.cfg, self.cfg.ppo
+        batch = shard.tensors(pad_id, self.device)
+        ref_logprobs = batch.get("ref_logprobs")
+        if ref_logprobs is None and needs_reference_each_round(cfg):
+            ref_logprobs = self.reference_logprobs(batch)
+        on_policy = ppo.advantage != "gae" and ppo.ppo_epochs == 1 and self.num_minibatches == 1
+        experience = make_experience(
+            self.model,
+            ref_logprobs,
+            batch,
+            batch["scores"],
+            temperature=cfg.rollout.temperature,
+            beta=self.controller.beta,
+            kl_estimator=ppo.kl_estimator,
+            kl_in_loss=ppo.kl_in_loss,
+            advantage=ppo.advantage,
+            gamma=ppo.gamma,
+            lam=ppo.lam,
+            group_size=ppo.num_samples_per_prompt,
+            old_logprobs=batch["engine_logprobs"] if on_policy else None,
+        )
+        beta = self.controller.beta
+        stats = ppo_update(
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            experience,
+            epochs=ppo.ppo_epochs,
+            num_minibatches=self.num_minibatches,
+            clip_eps=ppo.clip_eps,
+            vf_coef=ppo.vf_coef,
+            value_clip_eps=ppo.value_clip_eps,
+            entropy_coef=ppo.entropy_coef,
+            kl_in_loss=ppo.kl_in_loss,
+            beta=beta,
+            kl_estimator=ppo.kl_estimator,
+            temperature=cfg.rollout.temperature,
+            max_grad_norm=ppo.ppo_max_grad_norm,
+            generator=torch.Generator().manual_seed(cfg.run.seed * 100_003 + round_index),
+        )
+        stats["beta"] = beta
+        stats["logprob_mismatch"] = global_masked_mean(
+            (batch["engine_logprobs"] - experience.old_logprobs).abs(), experience.mask
+        )
+        if ref_logprobs is not None:
+            stats["kl"] = global_row_mean(experience.kl.sum(dim=1))
+            rows = ppo.ppo_batch_size * ppo.num_samples_per_prompt
+            self.controller.update(stats["kl"], rows)
+        self.round = round_index
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the policy weights: data only (``learner_state``)."""
+        extra = {k: v for k, v in self.module.state_dict().items() if not k.startswith("policy.")}
+        kind, keys, position, has_gauss, cached = np.random.get_state()
+        return {
+            "round": self.round,
+            "stream": self.stream.state_dict(),
+            "kl_controller": self.controller.state_dict(),
+            "combiner": self.combiner.state_dict(),
+            "critic_calls": self.critic_calls,
+            "eval_baseline": self.eval_baseline,
+            "learner_extra": extra if isinstance(self.module, PolicyWithValue) else {},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "python": random.getstate(),
+                "numpy": [kind, keys, position, has_gauss, cached],
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``'s values (after ``prepare``: optimizer state follows the
+        parameters' device)."""
+        if isinstance(self.module, PolicyWithValue):
+            self.module.load_state_dict(state["learner_extra"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stream.load_state_dict(state["stream"])
+        self.controller.load_state_dict(state["kl_controller"])
+        self.combiner.load_state_dict(state["combiner"])
+        self.round, self.critic_calls = state["round"], state["critic_calls"]
+        self.eval_baseline = state["eval_baseline"]
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        kind, keys, position, has_gauss, cached = state["rng"]["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+
+    def save(self, directory: Path, tokenizer, extra: dict[str, Any]) -> None:
+        """A checkpoint: ``policy/`` (HF layout, with the tokenizer) and the learner state,
+        with ``extra`` (the W&B run id) beside it."""
+        self.policy.save_pretrained(directory / "policy")
+        tokenizer.save_pretrained(directory / "policy")
+        save_learner_state(directory, {**self.state_dict(), **extra})
+
+    def load(self, directory: Path) -> dict[str, Any]:
+        """Restore a ``save``d checkpoint; returns the saved state."""
+        weights = load_causal_lm(str(directory / "policy")).state_dict()
+        self.policy.load_state_dict(weights)
+        state = load_learner_state(directory)
+        self.load_state_dict(state)
+        return state

@@ -1,0 +1,107 @@
+"""``make_experience`` and ``ppo_update`` on numbers worked out by hand, and the single-step
+path that takes the old policy from the update's own forward."""
+
+import pytest
+import torch
+
+from ray_adlf.models.loading import load_causal_lm
+from ray_adlf.models.policy import pack_sequences, response_forward
+from ray_adlf.train.ppo_learner import make_experience, ppo_update
+
+PROMPTS = [[4, 205, 279], [4, 300, 301], [4, 205, 266], [4, 349, 335]]
+RESPONSES = [[5, 6, 7], [8, 9], [9, 10], [11]]
+SCORES = torch.tensor([1.0, 0.0, 3.0, 1.0])
+
+
+def experience_of(model, advantage, beta=0.0, old_logprobs=None, ref=None):
+    batch = pack_sequences(PROMPTS, RESPONSES, pad_id=0)
+    return make_experience(
+        model,
+        ref,
+        batch,
+        SCORES,
+        temperature=1.0,
+        beta=beta,
+        kl_estimator="k1",
+        kl_in_loss=False,
+        advantage=advantage,
+        gamma=1.0,
+        lam=1.0,
+        group_size=2,
+        old_logprobs=old_logprobs,
+    )
+
+
+def update(model, experience, epochs=1):
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return ppo_update(
+        model,
+        optimizer,
+        scheduler,
+        experience,
+        epochs=epochs,
+        num_minibatches=1,
+        clip_eps=0.2,
+        vf_coef=0.0,
+        value_clip_eps=0.2,
+        entropy_coef=0.0,
+        kl_in_loss=False,
+        beta=0.0,
+        kl_estimator="k1",
+        temperature=1.0,
+        max_grad_norm=0.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def test_rloo_advantages_and_the_kl_penalty_by_hand():
+    # Engine logprobs stand in for the old policy (no model forward): -1 per token; the
+    # reference gives -1.5 per token, so k1 = 0.5 per token and the penalty is beta * 0.5 * len.
+    mask = pack_sequences(PROMPTS, RESPONSES, 0)["response_mask"].float()
+    old = -1.0 * mask
+    ref = -1.5 * mask
+    exp = experience_of(None, "rloo", beta=0.2, old_logprobs=old, ref=ref)
+    # returns: 1 - 0.2*1.5 = 0.7, 0 - 0.2*1.0 = -0.2, 3 - 0.2*1.0 = 2.8, 1 - 0.2*0.5 = 0.9
+    # leave-one-out in groups of 2: 0.7 - (-0.2), -0.2 - 0.7, 2.8 - 0.9, 0.9 - 2.8
+    expected = torch.tensor([0.9, -0.9, 1.9, -1.9])
+    assert exp.advantages[:, 0] == pytest.approx(expected, abs=1e-6)
+    assert exp.advantages[0].tolist() == pytest.approx([0.9] * 3)
+    assert exp.advantages[3].tolist() == pytest.approx([-1.9, 0.0, 0.0])  # padding stays 0
+    assert exp.kl.sum(dim=1).tolist() == pytest.approx([1.5, 1.0, 1.0, 0.5])
+    assert exp.old_logprobs is None  # the update's own forward will be the old policy
+
+
+def test_without_a_reference_the_kl_is_zero():
+    mask = pack_sequences(PROMPTS, RESPONSES, 0)["response_mask"].float()
+    exp = experience_of(None, "grpo", beta=0.5, old_logprobs=-mask)
+    assert exp.kl.abs().sum() == 0
+    with pytest.raises(ValueError, match="GAE needs"):
+        experience_of(None, "gae", old_logprobs=-mask)
+
+
+def test_one_step_on_its_own_forward_equals_the_step_after_an_old_logprob_pass():
+    torch.manual_seed(0)
+    model = load_causal_lm("tiny")
+    twin = load_causal_lm("tiny")
+    twin.load_state_dict(model.state_dict())
+    batch = pack_sequences(PROMPTS, RESPONSES, 0)
+    with torch.no_grad():
+        exact = response_forward(model, batch, 1.0, with_values=False)["logprobs"]
+    with_pass = experience_of(model, "grpo")
+    on_policy = experience_of(twin, "grpo", old_logprobs=exact)
+    assert torch.equal(with_pass.advantages, on_policy.advantages)
+    stats_a, stats_b = update(model, with_pass), update(twin, on_policy)
+    assert stats_a["clip_fraction"] == stats_b["clip_fraction"] == 0.0
+    assert stats_a["policy_loss"] == pytest.approx(stats_b["policy_loss"], abs=1e-6)
+    for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    # the update filled in the old logprobs it used: the policy before the step
+    assert torch.allclose(on_policy.old_logprobs, exact * with_pass.mask, atol=1e-6)
+
+
+def test_without_old_logprobs_more_than_one_step_is_refused():
+    mask = pack_sequences(PROMPTS, RESPONSES, 0)["response_mask"].float()
+    exp = experience_of(None, "grpo", old_logprobs=-mask)
+    with pytest.raises(ValueError, match="one epoch of one minibatch"):
+        update(load_causal_lm("tiny"), exp, epochs=2)
