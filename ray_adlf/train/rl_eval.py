@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray_adlf.algo.evaluation import mean_and_se, paired_difference
 from ray_adlf.config import Config, RewardConfig
 from ray_adlf.engines.base import SamplingParams
 from ray_adlf.train.common import run_name
 
+if TYPE_CHECKING:
+    from ray_adlf.actors.rl_actors import RLActors
+
 EVAL_SEED_OFFSET = 50_000_000  # evaluation samples never reuse a training round's seeds
 
 
 def evaluate(
     cfg: Config,
-    pools: Any,
+    actors: RLActors,
     eval_prompts: list,
     tokenizer,
     reference_logprobs: Callable[[list, list], list[list[float]]],
@@ -40,13 +43,13 @@ def evaluate(
       unit of ``eval/kl`` over ``--kl_budget``.
     """
     prompts = [p.prompt_ids for p in eval_prompts]
-    greedy = pools.rollout.generate(
+    greedy = actors.rollout.generate(
         prompts, SamplingParams(temperature=0.0, max_new_tokens=cfg.rollout.max_new_tokens)
     )
     responses = [tokenizer.decode(ids, skip_special_tokens=True) for ids in greedy.response_ids]
-    parts = pools.eval.score([p.context for p in eval_prompts], responses, greedy.response_ids)
+    parts = actors.eval.score([p.context for p in eval_prompts], responses, greedy.response_ids)
     scores = [float(s) for s in parts["external_score"]]
-    sampled = pools.rollout.generate(
+    sampled = actors.rollout.generate(
         prompts,
         SamplingParams(
             temperature=cfg.rollout.temperature,

@@ -79,13 +79,14 @@ def test_each_phase_uses_the_stage_cores_in_its_turn(monkeypatch):
     # 2 CPUs: the learner, the rollout actor and the reward actor each get both cores in turn.
     planned = plan_resources(rl_config(), "rlhf", budget=2.0)
     assert phase_threads(planned) == {"learner": 2, "rollout": 2, "reward": 2, "single": 2}
-    # 8 CPUs held on a 2-core machine: capped at the cores. Debate with 2 critics: the reward
-    # actor and the 2 critics share the scoring phase, 8 // 3 = 2 threads each.
+    # 8 CPUs held on a 2-core machine: only 2 cores to split. 4 learner ranks and the scoring
+    # phase (the reward actor and 2 critics) get 1 thread each, never 2 x 4 on 2 cores.
     cfg = rl_config()
     cfg.rewards.use_debate_reward = True
     cfg.debate.num_critics = 2
     cfg.resources.num_workers = 4
     planned = plan_resources(cfg, "rlhf", budget=8.0)
-    assert phase_threads(planned) == {"learner": 2, "rollout": 2, "reward": 2, "single": 2}
+    assert phase_threads(planned) == {"learner": 1, "rollout": 2, "reward": 1, "single": 2}
+    # 64 cores: the 8 CPUs held split as 8 // 4 = 2, 8, 8 // 3 = 2, 8.
     monkeypatch.setattr("os.cpu_count", lambda: 64)
     assert phase_threads(planned) == {"learner": 2, "rollout": 8, "reward": 2, "single": 8}
