@@ -19,9 +19,10 @@ reward forwards) comes next. Shares are rounded down to 0.01 CPU.
 Threads: a round's phases run one after another (generate; reward and debate together; the
 learner), so each phase may use every core the stage holds, not only its Ray share:
 ``phase_threads`` gives each process of a phase ``floor(min(stage CPUs, machine cores) /
-processes in the phase)`` threads, at least 1 (the processes of a phase may share a machine). With 2 cores, one learner, one
-rollout and one reward actor, each uses 2 threads in its turn; Ray's own default
-(``OMP_NUM_THREADS`` = the process's CPU share, 1 here) would leave one core idle in every phase.
+processes in the phase)`` threads, at least 1 (the processes of a phase may share a machine).
+With 2 cores, one learner, one rollout and one reward actor, each uses 2 threads in its turn;
+Ray's own default (``OMP_NUM_THREADS`` = the process's CPU share, 1 here) would leave one core
+idle in every phase.
 
 ``check_fits`` refuses, naming the flags, a plan whose parts add up to more than the budget
 (Ray would otherwise wait for resources forever).
@@ -107,9 +108,7 @@ def phase_threads(cfg: Config) -> dict[str, int]:
         "single": 1,
     }
     usable = min(stage_cpus(cfg, RL_STAGE), os.cpu_count() or 1)
-    return {
-        phase: max(1, math.floor(usable / count + 1e-9)) for phase, count in processes.items()
-    }
+    return {phase: max(1, math.floor(usable / count + 1e-9)) for phase, count in processes.items()}
 
 
 def check_fits(cfg: Config, stage: str, budget: float, what: str, reserved: float = 0.0) -> None:

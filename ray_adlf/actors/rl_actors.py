@@ -15,6 +15,7 @@ the critics that run on the policy load that one object.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from ray_adlf.actors.rollout import RolloutPool
 from ray_adlf.config import Config, from_dict, to_dict
 from ray_adlf.cpu_plan import phase_threads
 from ray_adlf.train.rl_eval import eval_reward_config
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,6 +101,11 @@ class RLActors:
         return time.perf_counter() - started
 
     def shutdown(self) -> None:
+        """Kill every pool's actors; one that fails to stop is logged, the rest still stop."""
         for pool in (self.rollout, self.reward, self.eval, self.critique, self.reference):
-            if pool is not None:
+            if pool is None:
+                continue
+            try:
                 pool.shutdown()
+            except Exception as error:  # a dead cluster or actor: stop the others anyway
+                log.warning("could not shut down %s: %s", type(pool).__name__, error)

@@ -46,8 +46,9 @@ def _corpus(rows: int, seed: int) -> list[str]:
     return texts
 
 
-def build_tokenizer(seed: int = 0):
-    """Train the byte-level BPE tokenizer and wrap it as a PreTrainedTokenizerFast."""
+def build_tokenizer(seed: int = 0, vocab_size: int = VOCAB_SIZE):
+    """Train the byte-level BPE tokenizer (at most ``vocab_size`` tokens) and wrap it as a
+    PreTrainedTokenizerFast."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -55,7 +56,7 @@ def build_tokenizer(seed: int = 0):
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,

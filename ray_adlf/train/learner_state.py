@@ -2,9 +2,10 @@
 
 ``save_learner_state(directory, state)`` writes two files, each atomically:
 
-- ``learner_state.json``: the nested state (round, prompt stream, KL controller, reward
-  statistics, optimizer and scheduler state, RNG states, W&B run id) with every tensor
-  replaced by ``{"__tensor__": KEY}``;
+- ``learner_state.json``: the nested state (``RLLearner.state_dict``: round, prompt stream,
+  KL controller, reward statistics, critic call count, evaluation baseline, value head or
+  critic weights, optimizer and scheduler state, RNG states; and the W&B run id) with every
+  tensor replaced by ``{"__tensor__": KEY}``;
 - ``learner_state.safetensors``: those tensors under their keys.
 
 Neither format can carry code, so a crafted checkpoint in shared storage is only data.

@@ -11,7 +11,8 @@ One round r = 1..rl_rounds, top to bottom:
 1. rank 0: the next ``ppo_batch_size`` prompts (curriculum order in the first epoch when on);
    the engines sample ``num_samples_per_prompt`` responses each at the learner's temperature,
    seeded by (seed, r); the reward and critique actors score them; the ADLF combiner turns the
-   parts into one reward each: one ``Rollout`` (``rollout_batch``);
+   parts into one reward each; the reference actor's logprobs when it is used: one
+   ``Rollout`` (``rollout_batch``);
 2. rank 0 scatters the rollout: each rank receives only its shard (whole prompt groups);
 3. every rank: ``RLLearner.train``: reference and old logprobs, KL, advantages, the PPO
    updates (DDP all-reduces the gradients), the KL controller's step;
@@ -53,7 +54,7 @@ from ray_adlf.train.common import (
     write_model_outputs,
 )
 from ray_adlf.train.rl_eval import evaluate, rlhf_model_card
-from ray_adlf.train.rl_learner import RLLearner
+from ray_adlf.train.rl_learner import RLLearner, needs_reference_each_round
 from ray_adlf.train.rollout_batch import Rollout
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def rollout_and_score(
         torch.as_tensor(rewards.rewards, dtype=torch.float32),
         n,
     )
-    if actors.reference is not None:
+    if actors.reference is not None and needs_reference_each_round(cfg):
         started = time.perf_counter()
         rollout.ref_logprobs = actors.reference.logprobs(
             rollout.prompt_ids, rollout.response_ids, cfg.rollout.temperature
@@ -156,7 +157,7 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
             "run --run_sft with this --token_format first"
         )
     prompts = loop_config["prompts"]
-    learner = RLLearner(cfg, policy_path, prompts, world, device)
+    learner = RLLearner(cfg, policy_path, prompts, world, rank, device)
     learner.prepare()
     checkpoint = ray.train.get_checkpoint() or loop_config["start_checkpoint"]
     if checkpoint:
@@ -290,7 +291,9 @@ def run_rlhf(
     resumed = prepare_stage_run(cfg, STAGE, sections=RESUME_SECTIONS)
     tokenizer = load_tokenizer(policy_path, cfg.model.trust_remote_code)
     prompts = rl_prompts(cfg, train_records, tokenizer)
-    eval_prompts = rl_prompts(cfg, eval_records[: cfg.ppo.eval_prompts], tokenizer)
+    eval_prompts = []
+    if cfg.ppo.eval_every:
+        eval_prompts = rl_prompts(cfg, eval_records[: cfg.ppo.eval_prompts], tokenizer)
     actors = RLActors.start(cfg, policy_path, reward_model_path, eval_reward_model_path)
     loop_config = {
         "config": to_dict(cfg),

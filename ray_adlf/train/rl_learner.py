@@ -3,17 +3,18 @@
 ``RLLearner`` owns the trainable module (the policy, with a value head for ``gae``), AdamW,
 the learning-rate schedule, the KL controller, the prompt stream, the ADLF reward combiner,
 the critics' call count (their sampling seeds) and the colocated reference model.
-``train(shard, round)`` is the learner's half of a round; ``save(directory)`` / ``load``
-are one call each: the policy in Hugging Face layout under ``policy/``, the rest as data
-(``learner_state``).
+``train(shard, round_index, pad_id)`` is the learner's half of a round; ``save(directory)``
+and ``load`` are one call each: the policy in Hugging Face layout under ``policy/``, the rest
+as data (``learner_state``).
 
 Passes a round makes over the shard:
 
 - reference logprobs: one forward of the colocated reference (or the reference actor's rows),
   skipped when nothing needs them (fixed beta 0 and no ``--kl_in_loss``);
 - old logprobs (and values): one forward, except for group baselines with one epoch of one
-  minibatch: there the update's own forward is the old policy (the ratio is exactly 1), and
-  the KL uses the engine's logprobs;
+  minibatch and a float32 engine: there the update's own forward is the old policy (the ratio
+  is exactly 1), and the KL uses the engine's logprobs (a float32 engine matches the learner to
+  ~1e-7; a bf16/fp16 engine would bias the KL, so it keeps the forward);
 - the PPO update (``ppo_learner.ppo_update``).
 """
 
@@ -65,9 +66,12 @@ def build_module(cfg: Config, policy_path: str) -> torch.nn.Module:
 
 
 class RLLearner:
-    """One rank's learner (module docstring). ``world`` ranks split each round's rows."""
+    """One rank's learner (module docstring). ``world`` ranks split each round's rows;
+    ``module`` is the bare module, ``model`` the same wrapped for DDP after ``prepare``."""
 
-    def __init__(self, cfg: Config, policy_path: str, prompts: list, world: int, device) -> None:
+    def __init__(
+        self, cfg: Config, policy_path: str, prompts: list, world: int, rank: int, device
+    ) -> None:
         from transformers import get_scheduler
 
         ppo = cfg.ppo
@@ -85,8 +89,9 @@ class RLLearner:
             num_training_steps=ppo.rl_rounds * ppo.ppo_epochs * self.num_minibatches,
         )
         self.reference = None
+        evaluates = ppo.eval_every and rank == 0
         if ppo.reference_placement == "colocated" and (
-            needs_reference_each_round(cfg) or ppo.eval_every
+            needs_reference_each_round(cfg) or evaluates
         ):
             self.reference = load_causal_lm(policy_path, cfg.model.trust_remote_code)
             self.reference.eval().requires_grad_(False).to(device)
@@ -139,7 +144,12 @@ class RLLearner:
         ref_logprobs = batch.get("ref_logprobs")
         if ref_logprobs is None and needs_reference_each_round(cfg):
             ref_logprobs = self.reference_logprobs(batch)
-        on_policy = ppo.advantage != "gae" and ppo.ppo_epochs == 1 and self.num_minibatches == 1
+        on_policy = (
+            ppo.advantage != "gae"
+            and ppo.ppo_epochs == 1
+            and self.num_minibatches == 1
+            and cfg.rollout.rollout_dtype == "float32"
+        )
         experience = make_experience(
             self.model,
             ref_logprobs,
@@ -232,8 +242,8 @@ class RLLearner:
 
     def load(self, directory: Path) -> dict[str, Any]:
         """Restore a ``save``d checkpoint; returns the saved state."""
-        weights = load_causal_lm(str(directory / "policy")).state_dict()
-        self.policy.load_state_dict(weights)
+        saved = load_causal_lm(str(directory / "policy"), self.cfg.model.trust_remote_code)
+        self.policy.load_state_dict(saved.state_dict())
         state = load_learner_state(directory)
         self.load_state_dict(state)
         return state
