@@ -75,15 +75,10 @@ def decode(value: Any, tensors: dict[str, torch.Tensor], source: Path) -> Any:
         return tuple(decode(item, tensors, source) for item in value["__tuple__"])
     if set(value) == {"__items__"}:
         return {
-            hashable(decode(key, tensors, source)): decode(item, tensors, source)
+            decode(key, tensors, source): decode(item, tensors, source)
             for key, item in value["__items__"]
         }
     return {key: decode(item, tensors, source) for key, item in value.items()}
-
-
-def hashable(key: Any) -> Any:
-    """A decoded dict key: lists (a JSON-decoded tuple of a tuple) become tuples."""
-    return tuple(hashable(item) for item in key) if isinstance(key, list) else key
 
 
 def unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -150,13 +150,14 @@ class RLLearner:
             and self.num_minibatches == 1
             and cfg.rollout.rollout_dtype == "float32"
         )
+        beta = self.controller.beta
         experience = make_experience(
             self.model,
             ref_logprobs,
             batch,
             batch["scores"],
             temperature=cfg.rollout.temperature,
-            beta=self.controller.beta,
+            beta=beta,
             kl_estimator=ppo.kl_estimator,
             kl_in_loss=ppo.kl_in_loss,
             advantage=ppo.advantage,
@@ -165,7 +166,6 @@ class RLLearner:
             group_size=ppo.num_samples_per_prompt,
             old_logprobs=batch["engine_logprobs"] if on_policy else None,
         )
-        beta = self.controller.beta
         stats = ppo_update(
             self.model,
             self.optimizer,
