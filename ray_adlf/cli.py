@@ -53,7 +53,7 @@ TUNE_HIDDEN = {  # SFT details and session flags of `train` that a search does n
 }
 SCORE_SECTIONS = ("data", "model", "rewards", "debate")
 SCORE_EXTRA = {"reward_model_path", "num_reward_workers", "reward_num_cpus", "critic_num_cpus"}
-SCORE_EXTRA |= {"seed", "output_dir", "use_gpu"}
+SCORE_EXTRA |= {"seed", "output_dir", "use_gpu", "temperature"}
 
 
 def _read(args: argparse.Namespace):

@@ -428,18 +428,21 @@ def _check_url(flag: str, url: str) -> None:
 
 def objective_weights(cfg: Config) -> dict[str, float]:
     """The multi-objective weight of every objective that is on (``--flag`` -> weight)."""
-    rewards = cfg.rewards
-    on = {
-        "quality_weight": rewards.adlf_alpha < 1,
-        "coherence_weight": rewards.use_coherence_reward,
-        "length_weight": rewards.use_length_penalty,
-        "fluency_weight": rewards.use_fluency_reward,
-        "faithfulness_weight": rewards.use_faithfulness_reward,
-        "debate_weight": rewards.use_debate_reward,
-        "plugin_weight": rewards.reward_plugin is not None,
-        "reward_url_weight": rewards.reward_url is not None,
+    from ray_adlf.rewards.catalog import enabled_signals
+
+    return {
+        signal.weight_flag: signal.weight(cfg.rewards) for signal in enabled_signals(cfg.rewards)
     }
-    return {flag: getattr(rewards, flag) for flag, enabled in on.items() if enabled}
+
+
+def reference_each_round(cfg: Config) -> bool:
+    """Whether every RL round runs the reference: a KL penalty, a KL loss term or fluency."""
+    return cfg.ppo.kl_in_loss or cfg.ppo.init_kl_coef > 0 or cfg.rewards.use_fluency_reward
+
+
+def uses_reference(cfg: Config) -> bool:
+    """Whether the RL stage needs the reference model at all (a round, or evaluation's KL)."""
+    return reference_each_round(cfg) or cfg.ppo.eval_every > 0
 
 
 def validate(cfg: Config) -> Config:

@@ -6,9 +6,9 @@ hold (the cluster's, or a Tune trial's share of it), ``plan_resources`` fills th
 - SFT and reward-model stages start only their Ray Train workers: each takes ``budget / W``
   (W = ``--num_workers``).
 - The RL stage starts actors too (rollout, reward, the evaluation reward actor with
-  ``--eval_every``, one per critic with the debate, the reference actor with
-  ``--reference_placement actor``, sized like a reward actor). CPU learners take half of the budget, ``budget / (2 W)``
-  each (GPU learners take Ray's default of 1 CPU each); the actors whose share is 0 split what
+  ``--eval_every``, the critique actors with the debate (``critic_actors``), the reference actor
+  with ``--reference_placement actor`` when it is used, sized like a reward actor). CPU learners
+  take half of the budget, ``budget / (2 W)`` each (GPU learners take Ray's default of 1 CPU each); the actors whose share is 0 split what
   is left after the learners, the explicitly sized actors and ``reserved`` (a Tune trial's own
   process) evenly.
 
@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import os
 
-from ray_adlf.config import Config, ConfigError, from_dict, to_dict
+from ray_adlf.config import Config, ConfigError, from_dict, to_dict, uses_reference
 
 RL_STAGE = "rlhf"
 
@@ -42,16 +42,26 @@ def _floor(cpus: float) -> float:
     return math.floor(cpus * 100 + 1e-9) / 100
 
 
+def critic_actors(cfg: Config) -> int:
+    """CritiqueActors the debate starts (``actors.critique.critic_groups``): one for the local
+    critics, which share one model, or one per HTTP critic; one more for the self-critique
+    critic unless the critics already run on the policy."""
+    if not cfg.rewards.use_debate_reward:
+        return 0
+    debate = cfg.debate
+    count = debate.num_critics if debate.critic_engine == "http" else int(debate.num_critics > 0)
+    shares_policy = debate.critic_engine == "policy" and debate.num_critics > 0
+    return count + int(cfg.sft.use_self_critique and not shares_policy)
+
+
 def rl_actor_shares(cfg: Config) -> list[tuple[str, float]]:
     """``(resource flag, CPUs)`` of every actor the RL stage starts; 0 = derive it."""
     res = cfg.resources
     actors = [("rollout_num_cpus", res.rollout_num_cpus)] * res.num_rollout_workers
     reward_actors = res.num_reward_workers + int(cfg.ppo.eval_every > 0)
     actors += [("reward_num_cpus", res.reward_num_cpus)] * reward_actors
-    if cfg.rewards.use_debate_reward:
-        critics = cfg.debate.num_critics + int(cfg.sft.use_self_critique)
-        actors += [("critic_num_cpus", res.critic_num_cpus)] * critics
-    if cfg.ppo.reference_placement == "actor":  # one forward a round, like a reward actor
+    actors += [("critic_num_cpus", res.critic_num_cpus)] * critic_actors(cfg)
+    if cfg.ppo.reference_placement == "actor" and uses_reference(cfg):  # a reward actor's size
         actors.append(("reward_num_cpus", res.reward_num_cpus))
     return actors
 
@@ -100,11 +110,10 @@ def phase_threads(cfg: Config) -> dict[str, int]:
     CritiqueActor: scoring and the debate overlap) and ``single`` (the evaluation reward actor
     and the reference actor, which run alone)."""
     res = cfg.resources
-    critics = cfg.debate.num_critics + int(cfg.sft.use_self_critique)
     processes = {
         "learner": res.num_workers,
         "rollout": res.num_rollout_workers,
-        "reward": res.num_reward_workers + (critics if cfg.rewards.use_debate_reward else 0),
+        "reward": res.num_reward_workers + critic_actors(cfg),
         "single": 1,
     }
     usable = min(stage_cpus(cfg, RL_STAGE), os.cpu_count() or 1)

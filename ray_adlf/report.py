@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ray_adlf.rewards.combine import INTERNAL_SIGNALS
+from ray_adlf.rewards.catalog import INTERNAL_SIGNALS
 from ray_adlf.tracking import read_metrics
 
 TOTAL_KEYS = ("loss", "eval_loss", "train_loss")

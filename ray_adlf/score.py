@@ -3,8 +3,9 @@
 Each assistant turn of each record is scored as a response to the turns before it, with the
 same actors and combiner the RL round uses (``actors.reward.compute_adlf_rewards``): the
 reward model (``--reward_model_path``; needed unless ``--adlf_alpha 1``), the enabled internal
-signals on the reference model ``--model_name``, plugins, and the debate
-(``--use_debate_reward``). One output line per assistant turn::
+signals (fluency from a reference actor on ``--model_name`` at ``--temperature``, whose
+tokenizer also gives the token ids), plugins, and the debate (``--use_debate_reward``). One
+output line per assistant turn::
 
     {"source": "data.jsonl", "line": 3, "turn": 1, "last_turn": true, "meta_eval_score": 4.5,
      "context": [{"role": "user", "content": "..."}], "response": "...", "reward": 0.61,
@@ -21,6 +22,7 @@ import json
 from pathlib import Path
 
 from ray_adlf.config import Config, ConfigError
+from ray_adlf.data.formats import prepare_tokenizer, render_prompt
 from ray_adlf.data.records import Record, Turn
 from ray_adlf.data.sample import sample_path
 from ray_adlf.data.validate import read_records
@@ -38,6 +40,22 @@ def assistant_turns(records: list[Record]) -> list[tuple[Record, int, tuple[Turn
     ]
 
 
+def token_rows(
+    contexts: list, responses: list[str], tokenizer, token_format: str, max_length: int
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Prompt and response ids of each pair, the prompt cut from the left so both fit in
+    ``max_length`` tokens (the response keeps at most ``max_length - 1``)."""
+    prompts, answers = [], []
+    for context, response in zip(contexts, responses):
+        ids = tokenizer(response, add_special_tokens=False)["input_ids"][: max_length - 1]
+        text = render_prompt(list(context), tokenizer, token_format)
+        prompts.append(
+            tokenizer(text, add_special_tokens=False)["input_ids"][len(ids) - max_length :]
+        )
+        answers.append(ids)
+    return prompts, answers
+
+
 def last_assistant_index(record: Record) -> int:
     return max(i for i, t in enumerate(record.conversation) if t.role == "assistant")
 
@@ -50,7 +68,10 @@ def run_score(cfg: Config, output: str | Path, batch_size: int = 64) -> Path:
     import ray
 
     from ray_adlf.actors.critique import CritiquePool
+    from ray_adlf.actors.reference import ReferenceActorPool
     from ray_adlf.actors.reward import RewardPool, compute_adlf_rewards
+    from ray_adlf.models.loading import load_tokenizer
+    from ray_adlf.rewards.catalog import SignalInputs
 
     reward_model = cfg.reward_model.reward_model_path
     if cfg.rewards.adlf_alpha < 1.0 and not reward_model:
@@ -66,24 +87,34 @@ def run_score(cfg: Config, output: str | Path, batch_size: int = 64) -> Path:
     if started_ray:
         ray.init(include_dashboard=False)
     reference = cfg.model.model_name
+    tokenizer = load_tokenizer(reference, cfg.model.trust_remote_code)
+    prepare_tokenizer(tokenizer, cfg.data.token_format)
     combiner = make_combiner(cfg.rewards)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    pool = critics = None
+    pool = critics = fluency = None
     try:
         pool = RewardPool.from_config(cfg, reference, reward_model)
         if cfg.rewards.use_debate_reward:
             critics = CritiquePool.from_config(cfg, reference, reference)
+        if cfg.rewards.use_fluency_reward:
+            fluency = ReferenceActorPool(
+                reference, cfg.model.trust_remote_code, cfg.resources.reward_num_cpus
+            )
         with output.open("w", encoding="utf-8") as out:
             for start in range(0, len(items), batch_size):
                 chunk = items[start : start + batch_size]
+                contexts, responses = [c for _, _, c, _ in chunk], [r for *_, r in chunk]
+                prompt_ids, response_ids = token_rows(
+                    contexts, responses, tokenizer, cfg.data.token_format, cfg.data.max_seq_length
+                )
+                logprobs = None
+                if fluency is not None:
+                    temperature = cfg.rollout.temperature
+                    logprobs = fluency.logprobs(prompt_ids, response_ids, temperature)
+                inputs = SignalInputs(contexts, responses, response_ids, logprobs)
                 batch = compute_adlf_rewards(
-                    [c for _, _, c, _ in chunk],
-                    [r for _, _, _, r in chunk],
-                    None,
-                    pool,
-                    combiner,
-                    critics,
+                    cfg.rewards, inputs, prompt_ids, pool, combiner, critics
                 )
                 for j, (record, turn, context, response) in enumerate(chunk):
                     row = {
@@ -111,10 +142,9 @@ def run_score(cfg: Config, output: str | Path, batch_size: int = 64) -> Path:
                 means = ", ".join(f"{k} {v:.3f}" for k, v in batch.means().items())
                 print(f"[score] {start + len(chunk)}/{len(items)}: {means}", flush=True)
     finally:
-        if pool is not None:
-            pool.shutdown()
-        if critics is not None:
-            critics.shutdown()
+        for actors in (pool, critics, fluency):
+            if actors is not None:
+                actors.shutdown()
         if started_ray:
             ray.shutdown()
     print(f"[score] wrote {len(items)} rows to {output}", flush=True)

@@ -20,18 +20,9 @@ from typing import Any
 
 from ray_adlf.config import Config, ConfigError, from_dict, to_dict, validate
 from ray_adlf.cpu_plan import RL_STAGE, check_fits, plan_resources, rl_actor_cpus, stage_cpus
+from ray_adlf.rewards.catalog import WEIGHT_FLAGS
 
 TRIAL_CPUS = 0.05  # the trial function itself: it waits on its trainer and forwards results
-WEIGHT_FLAGS = (
-    "quality_weight",
-    "fluency_weight",
-    "faithfulness_weight",
-    "coherence_weight",
-    "length_weight",
-    "debate_weight",
-    "plugin_weight",
-    "reward_url_weight",
-)
 PBT_MUTABLE = ("adlf_alpha", "kl_target", *WEIGHT_FLAGS)
 SECTIONS = {flag: section for section, values in to_dict(Config()).items() for flag in values}
 

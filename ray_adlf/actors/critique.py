@@ -1,8 +1,13 @@
-"""Critique agents as Ray actors: one ``CritiqueActor`` per critic, a ``CritiquePool`` that
-runs the debate protocol (``debate/protocol.py``) over them.
+"""Critique agents as Ray actors: ``CritiqueActor`` holds the critics that share one model, a
+``CritiquePool`` runs the debate protocol (``debate/protocol.py``) over them.
 
-Each round sends every actor its requests at once, so the K critics judge in parallel; the
-pool waits for all K before the next round (round r + 1 needs round r's critiques).
+Critics on the same local model (``--critic_engine reference``, ``policy`` or ``model``, and the
+self-critique critic, which shares the policy critics' model) share one engine in one actor
+(``critic_groups``): K critics of a 7B reference hold one copy, not K. Each critic keeps its
+persona and its seed, and judges its own requests, so sharing changes no verdict. HTTP critics
+get one actor each (their calls wait on the network, not the cores). Each round sends every
+actor its critics' requests at once; the pool waits for all of them before the next round
+(round r + 1 needs round r's critiques).
 ``sync_weights`` gives critics on the policy the learner's new weights (the object the rollout
 pool put, shared: one push a round) as version 1, 2, ...
 
@@ -20,21 +25,23 @@ from collections.abc import Sequence
 
 import ray
 
+from ray_adlf.actors.group import ActorGroup
 from ray_adlf.config import Config
-from ray_adlf.cpu_plan import phase_threads, thread_env
+from ray_adlf.cpu_plan import phase_threads
 from ray_adlf.data.records import Turn
-from ray_adlf.debate.critics import CriticSpec, make_critic
+from ray_adlf.debate.critics import CriticSpec, make_backend, make_critic
 from ray_adlf.debate.protocol import DebateResult, JudgeRequest, Verdict, run_debate
 from ray_adlf.engines.weights import PackedWeights, unpack_state_dict
 
 
 @ray.remote
 class CritiqueActor:
-    """One critic (``debate.critics.Critic``) in one Ray actor process."""
+    """Critics (``debate.critics.Critic``) sharing one backend in one Ray actor process."""
 
-    def __init__(self, spec: CriticSpec) -> None:
-        self.critic = make_critic(spec)
-        self.follows_policy = spec.follows_policy
+    def __init__(self, specs: list[CriticSpec]) -> None:
+        backend = make_backend(specs[0])
+        self.critics = [make_critic(spec, backend) for spec in specs]
+        self.backend, self.follows_policy = backend, specs[0].follows_policy
         self.version = 0
 
     def ready(self) -> bool:
@@ -42,20 +49,31 @@ class CritiqueActor:
 
     def judge(
         self,
-        requests: list[JudgeRequest],
+        requests: list[list[JudgeRequest]],
         call: int,
         version: int,
         latest_weights: list[ray.ObjectRef],
-    ) -> list[Verdict]:
-        """``Critic.judge(requests, call)`` with the policy's weights ``version`` (loaded from
-        ``latest_weights[0]`` first when this critic follows the policy and holds another)."""
+    ) -> list[list[Verdict]]:
+        """Each critic's ``Critic.judge(its requests, call)`` with the policy's weights
+        ``version`` (loaded from ``latest_weights[0]`` first when these critics follow the
+        policy and hold another)."""
         if self.follows_policy and self.version != version:
             self.load_weights(ray.get(latest_weights[0]), version)
-        return self.critic.judge(requests, call)
+        return [critic.judge(batch, call) for critic, batch in zip(self.critics, requests)]
 
     def load_weights(self, packed: PackedWeights, version: int) -> None:
-        self.critic.backend.load_state_dict(unpack_state_dict(packed))
+        self.backend.load_state_dict(unpack_state_dict(packed))
         self.version = version
+
+
+def critic_groups(specs: Sequence[CriticSpec]) -> list[list[int]]:
+    """Indices of ``specs`` grouped by the engine they can share: local (``hf``) critics on one
+    model with the same ``follows_policy`` together, each HTTP critic alone; first-seen order."""
+    groups: dict[tuple, list[int]] = {}
+    for k, spec in enumerate(specs):
+        key = ("hf", spec.model, spec.follows_policy) if spec.engine == "hf" else ("http", k)
+        groups.setdefault(key, []).append(k)
+    return list(groups.values())
 
 
 def critic_specs(cfg: Config, policy_model: str, reference_model: str) -> list[CriticSpec]:
@@ -97,22 +115,6 @@ def critic_specs(cfg: Config, policy_model: str, reference_model: str) -> list[C
     ]
 
 
-def wait_until_ready(actors: list, kind: str, num_cpus: float, timeout_s: float) -> None:
-    """Wait for every actor's constructor; a clear error instead of waiting forever when the
-    cluster cannot place them."""
-    try:
-        ray.get([actor.ready.remote() for actor in actors], timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        for actor in actors:
-            ray.kill(actor)
-        free = ray.available_resources().get("CPU", 0.0)
-        raise RuntimeError(
-            f"{len(actors)} {kind}(s) asking {num_cpus} CPU each did not start within "
-            f"{timeout_s:.0f} s ({free:g} CPUs free in the cluster): lower their CPU request "
-            f"or the number of workers"
-        ) from None
-
-
 class CritiquePool:
     """K CritiqueActors debating in ``rounds`` rounds, aggregated by ``aggregate``."""
 
@@ -122,19 +124,24 @@ class CritiquePool:
         rounds: int,
         aggregate: str,
         num_cpus: float,
-        startup_timeout_s: float = 600.0,
         max_restarts: int = 2,
         num_threads: int = 0,
     ) -> None:
-        options = CritiqueActor.options(
+        self.groups = critic_groups(specs)
+        self.group = ActorGroup(
+            CritiqueActor,
+            [([specs[k] for k in members],) for members in self.groups],
             num_cpus=num_cpus,
             max_restarts=max_restarts,
             max_task_retries=max_restarts,
-            runtime_env=thread_env(num_threads or num_cpus),
+            num_threads=num_threads,
         )
-        self.actors = [options.remote(spec) for spec in specs]
-        self.policy_actors = [a for a, spec in zip(self.actors, specs) if spec.follows_policy]
-        wait_until_ready(self.actors, "CritiqueActor", num_cpus, startup_timeout_s)
+        self.num_critics = len(specs)
+        self.policy_actors = [
+            actor
+            for actor, members in zip(self.group.actors, self.groups)
+            if specs[members[0]].follows_policy
+        ]
         self.rounds, self.aggregate = rounds, aggregate
         self.version = self.calls = 0
         self._latest_weights: list[ray.ObjectRef] = []
@@ -153,20 +160,26 @@ class CritiquePool:
         )
 
     def _judge(self, requests: list[list[JudgeRequest]]) -> list[list[Verdict]]:
+        """Critic k's verdicts on ``requests[k]``, from the actor that holds it."""
         self.calls += 1
-        return ray.get(
-            [
-                actor.judge.remote(batch, self.calls, self.version, self._latest_weights)
-                for actor, batch in zip(self.actors, requests)
-            ]
-        )
+        refs = [
+            actor.judge.remote(
+                [requests[k] for k in members], self.calls, self.version, self._latest_weights
+            )
+            for actor, members in zip(self.group.actors, self.groups)
+        ]
+        verdicts: list[list[Verdict]] = [[] for _ in requests]
+        for members, answers in zip(self.groups, self.group.gather(refs)):
+            for k, answer in zip(members, answers):
+                verdicts[k] = answer
+        return verdicts
 
     def debate(
         self, contexts: Sequence[Sequence[Turn]], responses: Sequence[str]
     ) -> list[DebateResult]:
         """The debate over each response (``debate.protocol.run_debate``)."""
         return run_debate(
-            contexts, responses, len(self.actors), self.rounds, self.aggregate, self._judge
+            contexts, responses, self.num_critics, self.rounds, self.aggregate, self._judge
         )
 
     def sync_weights(self, weights: ray.ObjectRef) -> None:
@@ -179,6 +192,5 @@ class CritiquePool:
         ray.get([actor.load_weights.remote(weights, self.version) for actor in self.policy_actors])
 
     def shutdown(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor)
-        self.actors, self.policy_actors = [], []
+        self.group.shutdown()
+        self.policy_actors = []

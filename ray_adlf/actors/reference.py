@@ -1,4 +1,5 @@
-"""The frozen reference model as its own Ray actor (``--reference_placement actor``).
+"""The frozen reference model as its own Ray actor (``--reference_placement actor``, and the
+fluency signal of ``ray-adlf score``).
 
 It keeps the reference out of the learner's memory: rank 0 of the PPO learner sends the round's
 (prompt, response) rows and gets back ``log_softmax(logits / T)[token]`` for every response
@@ -10,7 +11,7 @@ from __future__ import annotations
 import ray
 import torch
 
-from ray_adlf.cpu_plan import thread_env
+from ray_adlf.actors.group import ActorGroup
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer
 from ray_adlf.models.policy import pack_sequences, response_forward
 
@@ -23,6 +24,9 @@ class ReferenceActor:
         self.model = load_causal_lm(model_path, trust_remote_code).eval()
         self.pad_id = load_tokenizer(model_path, trust_remote_code).pad_token_id
         self.batch_size = batch_size
+
+    def ready(self) -> bool:
+        return True
 
     @torch.no_grad()
     def logprobs(
@@ -50,15 +54,18 @@ class ReferenceActorPool:
         batch_size: int = 16,
         num_threads: int = 0,
     ) -> None:
-        options = ReferenceActor.options(
-            num_cpus=num_cpus, runtime_env=thread_env(num_threads or num_cpus)
+        self.group = ActorGroup(
+            ReferenceActor,
+            [(model_path, trust_remote_code, batch_size)],
+            num_cpus=num_cpus,
+            num_threads=num_threads,
         )
-        self.actor = options.remote(model_path, trust_remote_code, batch_size)
 
     def logprobs(
         self, prompt_ids: list[list[int]], response_ids: list[list[int]], temperature: float
     ) -> list[list[float]]:
-        return ray.get(self.actor.logprobs.remote(prompt_ids, response_ids, temperature))
+        [actor] = self.group.actors
+        return ray.get(actor.logprobs.remote(prompt_ids, response_ids, temperature))
 
     def shutdown(self) -> None:
-        ray.kill(self.actor)
+        self.group.shutdown()

@@ -1,12 +1,15 @@
-"""The actors of the RL stage as one typed set: start, one weights push, shutdown.
+"""The actors of the RL stage as one typed set: start, wait until ready, one weights push,
+shutdown.
 
-``RLActors.start`` starts, from a planned config (CPU shares filled in, ``cpu_plan``):
+``RLActors.start`` spawns, from a planned config (CPU shares filled in, ``cpu_plan``), without
+waiting for the models to load (``wait_ready`` waits for all of them at once):
 
 - ``rollout``: the RolloutPool on the policy (``--num_rollout_workers``);
 - ``reward``: the RewardPool (reward model when ``--adlf_alpha`` < 1, internal signals);
 - ``eval``: one RewardPool on the evaluation reward model alone, with ``--eval_every``;
 - ``critique``: the CritiquePool, with ``--use_debate_reward``;
-- ``reference``: the ReferenceActorPool, with ``--reference_placement actor``.
+- ``reference``: the ReferenceActorPool, with ``--reference_placement actor`` when a round
+  uses the reference (``uses_reference``).
 
 Each process gets the threads of its phase (``cpu_plan.phase_threads``). ``push_weights``
 packs the policy's state dict and puts it in the object store once; the rollout engines and
@@ -23,12 +26,12 @@ from dataclasses import dataclass
 import torch
 
 from ray_adlf.actors.critique import CritiquePool
+from ray_adlf.actors.group import wait_ready
 from ray_adlf.actors.reference import ReferenceActorPool
 from ray_adlf.actors.reward import RewardPool
 from ray_adlf.actors.rollout import RolloutPool
-from ray_adlf.config import Config, from_dict, to_dict
+from ray_adlf.config import Config, uses_reference
 from ray_adlf.cpu_plan import phase_threads
-from ray_adlf.train.rl_eval import eval_reward_config
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ class RLActors:
     """The RL stage's pools (module docstring); absent ones are None."""
 
     rollout: RolloutPool
-    reward: RewardPool
+    reward: RewardPool | None = None
     eval: RewardPool | None = None
     critique: CritiquePool | None = None
     reference: ReferenceActorPool | None = None
@@ -51,34 +54,21 @@ class RLActors:
         reward_model_path: str | None,
         eval_reward_model_path: str | None,
     ) -> RLActors:
-        """Every pool ``cfg`` asks for; the ones started are shut down if a later one fails."""
+        """Spawn every pool ``cfg`` asks for, without waiting: their models load at the same
+        time, beside the learner's worker group (``wait_ready``). The ones spawned are killed
+        if a later one fails."""
         res, threads = cfg.resources, phase_threads(cfg)
-        policy_cfg = from_dict(to_dict(cfg))
-        policy_cfg.model.model_name = policy_path
-        started: list = []
+        actors = cls(RolloutPool.from_config(cfg, policy_path))
         try:
-            rollout = RolloutPool.from_config(policy_cfg)
-            started.append(rollout)
             external = reward_model_path if cfg.rewards.adlf_alpha < 1 else None
-            actors = cls(rollout, RewardPool.from_config(cfg, policy_path, external))
-            started.append(actors.reward)
+            actors.reward = RewardPool.from_config(cfg, policy_path, external)
             if cfg.ppo.eval_every:
-                actors.eval = RewardPool(
-                    eval_reward_config(cfg),
-                    policy_path,
-                    eval_reward_model_path,
-                    cfg.data.token_format,
-                    cfg.data.max_seq_length,
-                    num_workers=1,
-                    num_cpus=res.reward_num_cpus,
-                    max_restarts=res.actor_max_restarts,
-                    num_threads=threads["single"],
+                actors.eval = RewardPool.from_config(
+                    cfg, policy_path, eval_reward_model_path, num_workers=1, signals=("external",)
                 )
-                started.append(actors.eval)
             if cfg.rewards.use_debate_reward:
                 actors.critique = CritiquePool.from_config(cfg, policy_path, policy_path)
-                started.append(actors.critique)
-            if cfg.ppo.reference_placement == "actor":
+            if cfg.ppo.reference_placement == "actor" and uses_reference(cfg):
                 actors.reference = ReferenceActorPool(
                     policy_path,
                     cfg.model.trust_remote_code,
@@ -86,10 +76,18 @@ class RLActors:
                     num_threads=threads["single"],
                 )
         except BaseException:
-            for pool in started:
-                pool.shutdown()
+            actors.shutdown()
             raise
         return actors
+
+    def pools(self) -> list:
+        """The pools that are on, in start order."""
+        every = (self.rollout, self.reward, self.eval, self.critique, self.reference)
+        return [pool for pool in every if pool is not None]
+
+    def wait_ready(self, timeout_s: float = 600.0) -> None:
+        """Wait for every actor of every pool at once (``actors.group.wait_ready``)."""
+        wait_ready([pool.group for pool in self.pools()], timeout_s)
 
     def push_weights(self, state_dict: Mapping[str, torch.Tensor]) -> float:
         """One pack and ``ray.put`` of the policy's weights, loaded by every consumer; returns
@@ -102,9 +100,7 @@ class RLActors:
 
     def shutdown(self) -> None:
         """Kill every pool's actors; one that fails to stop is logged, the rest still stop."""
-        for pool in (self.rollout, self.reward, self.eval, self.critique, self.reference):
-            if pool is None:
-                continue
+        for pool in self.pools():
             try:
                 pool.shutdown()
             except Exception as error:  # a dead cluster or actor: stop the others anyway

@@ -4,7 +4,7 @@
 with its own CPUs/GPUs and ``num_threads`` threads (``cpu_plan.phase_threads`` from a config:
 the stage's cores in its phase; otherwise ``floor(num_cpus)``, at least 1).
 
-``RolloutPool`` owns N actors.
+``RolloutPool`` owns N actors (an ``ActorGroup``).
 
 - ``generate``: splits the prompts into N contiguous shards (sizes differ by at most one),
   runs them in parallel and concatenates the results in prompt order. Every call carries the
@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import ray
 import torch
 
+from ray_adlf.actors.group import ActorGroup
 from ray_adlf.config import Config
-from ray_adlf.cpu_plan import phase_threads, thread_env
+from ray_adlf.cpu_plan import phase_threads
 from ray_adlf.engines.base import GenerationBatch, SamplingParams, ShardTiming, check_prompts
 from ray_adlf.engines.select import EngineName, build_engine, choose_engine
 from ray_adlf.engines.weights import PackedWeights, pack_state_dict, unpack_state_dict
@@ -64,6 +65,9 @@ class RolloutActor:
             seed=seed,
             trust_remote_code=trust_remote_code,
         )
+
+    def ready(self) -> bool:
+        return True
 
     def version(self) -> int:
         return self.engine.version
@@ -135,33 +139,30 @@ class RolloutPool:
             raise ValueError(
                 f"engine must be vllm or hf (resolve auto with choose_engine): {engine!r}"
             )
-        options = RolloutActor.options(
+        self.engine = engine
+        self.retry_timeout_s = retry_timeout_s
+        self.group = ActorGroup(
+            RolloutActor,
+            [
+                (k, engine, model_name, dtype, tensor_parallel_size, seed + k, trust_remote_code)
+                for k in range(num_workers)
+            ],
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             max_restarts=max_restarts,
-            max_task_retries=0,
-            runtime_env=thread_env(num_threads or num_cpus),
+            num_threads=num_threads,
         )
-        self.engine = engine
-        self.retry_timeout_s = retry_timeout_s
-        self.actors = [
-            options.remote(
-                k, engine, model_name, dtype, tensor_parallel_size, seed + k, trust_remote_code
-            )
-            for k in range(num_workers)
-        ]
         self._version = 0
         self._latest_weights: list[ray.ObjectRef] = []
         self.last_sync: SyncTiming | None = None
-        ray.get([actor.version.remote() for actor in self.actors])
 
     @classmethod
-    def from_config(cls, cfg: Config) -> RolloutPool:
-        """A pool as ``cfg.rollout`` asks for it, on ``cfg.model``; ``auto`` resolved and logged."""
+    def from_config(cls, cfg: Config, model_name: str) -> RolloutPool:
+        """A pool on ``model_name`` as ``cfg.rollout`` asks for it; ``auto`` resolved."""
         rollout, res = cfg.rollout, cfg.resources
         return cls(
             choose_engine(rollout.rollout_engine, rollout.top_k, rollout.top_p),
-            cfg.model.model_name,
+            model_name,
             num_workers=res.num_rollout_workers,
             num_cpus=res.rollout_num_cpus,
             num_gpus=res.rollout_num_gpus,
@@ -185,7 +186,7 @@ class RolloutPool:
 
     def versions(self) -> list[int]:
         """Each actor's current weights version (asks the actors)."""
-        return ray.get([actor.version.remote() for actor in self.actors])
+        return self.group.gather([actor.version.remote() for actor in self.group.actors])
 
     def generate(
         self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams
@@ -194,13 +195,13 @@ class RolloutPool:
         ``timings`` holds one ShardTiming per non-empty shard."""
         prompts = [list(prompt) for prompt in prompt_ids]
         check_prompts(prompts)
-        shards = split_evenly(len(prompts), len(self.actors))
+        shards = self.group.split(len(prompts))
         submitted: dict[ray.ObjectRef, int] = {}
         started, retries, deadline = {}, {}, {}
 
         def submit(k: int) -> None:
             begin, end = shards[k]
-            ref = self.actors[k].generate.remote(
+            ref = self.group.actors[k].generate.remote(
                 prompts[begin:end], params.for_shard(begin), self._version, self._latest_weights
             )
             submitted[ref] = k
@@ -257,7 +258,7 @@ class RolloutPool:
         put_at = time.perf_counter()
         self._version += 1
         self._latest_weights = [ref]
-        loads = [actor.load_weights.remote(ref, self._version) for actor in self.actors]
+        loads = [actor.load_weights.remote(ref, self._version) for actor in self.group.actors]
         load_s = []
         for k, load in enumerate(loads):
             try:
@@ -281,18 +282,4 @@ class RolloutPool:
 
     def shutdown(self) -> None:
         """Kill the actors (no restart)."""
-        for actor in self.actors:
-            ray.kill(actor, no_restart=True)
-        self.actors = []
-
-
-def split_evenly(count: int, parts: int) -> list[tuple[int, int]]:
-    """``parts`` contiguous ``(begin, end)`` ranges over ``range(count)``; sizes differ by <= 1,
-    larger ones first; some are empty when ``count < parts``."""
-    base, extra = divmod(count, parts)
-    bounds, begin = [], 0
-    for k in range(parts):
-        end = begin + base + (1 if k < extra else 0)
-        bounds.append((begin, end))
-        begin = end
-    return bounds
+        self.group.shutdown()

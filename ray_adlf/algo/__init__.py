@@ -29,7 +29,7 @@ from ray_adlf.algo.losses import (
     policy_loss,
     value_loss,
 )
-from ray_adlf.algo.masked import masked_mean, masked_sum, masked_var, masked_whiten
+from ray_adlf.algo.masked import masked_mean, masked_sum, masked_var, masked_whiten, whiten
 from ray_adlf.algo.reinforce import (
     discounted_returns,
     reinforce_pp_advantages,
@@ -63,6 +63,7 @@ __all__ = [
     "masked_sum",
     "masked_var",
     "masked_whiten",
+    "whiten",
     "overlong_penalty",
     "per_token_rewards",
     "policy_loss",

@@ -52,16 +52,25 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = False) -> t
     return var * n / (n - 1)
 
 
+def whiten(
+    x: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, eps: float = 1e-8
+) -> torch.Tensor:
+    """``(x - mean) / sqrt(var + eps)`` with given moments, 0 at masked positions.
+
+    x, mask: same shape, e.g. [B, T]; mean, var: scalars (this rank's, or every rank's)."""
+    whitened = (x - mean) * torch.rsqrt(var + eps)
+    return torch.where(_valid(x, mask), whitened, torch.zeros_like(whitened))
+
+
 def masked_whiten(
     x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
 ) -> torch.Tensor:
-    """``(x - mean) / sqrt(var + eps)`` over valid elements (biased var); ``+ mean`` if not shift_mean.
+    """``whiten`` with the valid elements' mean and biased var; ``+ mean`` if not shift_mean.
 
     x, mask: same shape, e.g. [B, T]. Returns x's shape with 0 at masked positions.
     """
-    valid = _valid(x, mask)
     mean = masked_mean(x, mask)
-    whitened = (x - mean) * torch.rsqrt(masked_var(x, mask) + eps)
+    whitened = whiten(x, mask, mean, masked_var(x, mask), eps)
     if not shift_mean:
-        whitened = whitened + mean
-    return torch.where(valid, whitened, torch.zeros_like(whitened))
+        whitened = torch.where(_valid(x, mask), whitened + mean, whitened)
+    return whitened

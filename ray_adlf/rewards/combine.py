@@ -1,7 +1,7 @@
 """The ADLF reward: combine the reward parts of a batch into one reward per sample.
 
 Parts are ``[N]`` arrays keyed by name: ``external`` (the reward model's predicted human score
-mapped to [0, 1]) and the internal signals in ``INTERNAL_SIGNALS`` that are present.
+mapped to [0, 1]) and the internal signals (``rewards.catalog.INTERNAL_SIGNALS``) present.
 
 - Plain mode: ``internal = mean of the present internal signals``;
   ``reward = (1 - alpha) * external + alpha * internal``.
@@ -26,16 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ray_adlf.debate.protocol import DebateResult
-
-INTERNAL_SIGNALS: tuple[str, ...] = (
-    "coherence",
-    "length",
-    "fluency",
-    "faithfulness",
-    "debate",
-    "plugin",
-    "http",
-)
+from ray_adlf.rewards.catalog import INTERNAL_SIGNALS
 
 
 def adlf_reward(external: np.ndarray, internal: np.ndarray, alpha: float) -> np.ndarray:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import logging
+import os
 import shutil
 import signal
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from ray_adlf.stages import COMPLETE_MARKER
 log = logging.getLogger(__name__)
 
 STORAGE_DIR = "ray_train"
+REPORT_POLL_S = 0.2  # seconds between the Ray Train controller's polls of the workers
 RUN_CONFIG_FILE = "ray_adlf_config.yaml"
 TRAINING_STATE_FILES = (
     "optimizer.pt",
@@ -163,10 +165,16 @@ def make_torch_trainer(
     callbacks: Sequence[Any] = (),
 ):
     """A TorchTrainer for ``stage`` with the scaling, storage, checkpoint and failure configs;
-    ``callbacks``: Ray Train ``UserCallback``s run by the controller (Tune uses one)."""
+    ``callbacks``: Ray Train ``UserCallback``s run by the controller (Tune uses one).
+
+    Ray Train's controller polls the workers every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s by
+    default) and a worker's ``report`` waits while the previous one is unread, so no RL round
+    could be shorter than the interval; it is set to ``REPORT_POLL_S`` unless the user set it
+    (Ray passes it from the driver to the controller)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(REPORT_POLL_S))
     resources = None if cfg.resources.use_gpu else {"CPU": cfg.resources.learner_num_cpus}
     return TorchTrainer(
         with_file_errors_raised(train_loop),

@@ -1,21 +1,21 @@
 """RLHF with ADLF rewards: the PPO round driver, ``train_loop_per_worker`` of a TorchTrainer.
 
-Before ``fit()`` the driver starts the actors the round talks to (``actors.rl_actors``): the
-rollout engines holding the policy, the reward actors, the critics with the debate reward, the
-evaluation reward actor and the reference actor where asked for. They reach the workers
-through ``train_loop_config``. Each rank builds an ``RLLearner`` (``rl_learner``), which owns
+Before ``fit()`` the driver spawns the actors the round talks to (``actors.rl_actors``: rollout
+engines on the policy, reward actors, critics, the evaluation reward actor, the reference actor
+where asked for); their models load while the worker group starts, and rank 0 waits for them
+before its first weights push. Each rank builds an ``RLLearner`` (``rl_learner``), which owns
 the model, optimizer, schedule, KL controller, prompt stream, reward combiner and critic seeds.
 
 One round r = 1..rl_rounds, top to bottom:
 
 1. rank 0: the next ``ppo_batch_size`` prompts (curriculum order in the first epoch when on);
    the engines sample ``num_samples_per_prompt`` responses each at the learner's temperature,
-   seeded by (seed, r); the reward and critique actors score them; the ADLF combiner turns the
-   parts into one reward each; the reference actor's logprobs when it is used: one
-   ``Rollout`` (``rollout_batch``);
+   seeded by (seed, r); the round's one reference pass (the colocated reference on rank 0, or
+   the reference actor) when the KL or fluency use it; the reward and critique actors score
+   the samples and the ADLF combiner turns the parts into one reward each: one ``Rollout``;
 2. rank 0 scatters the rollout: each rank receives only its shard (whole prompt groups);
-3. every rank: ``RLLearner.train``: reference and old logprobs, KL, advantages, the PPO
-   updates (DDP all-reduces the gradients), the KL controller's step;
+3. every rank: ``RLLearner.train``: old logprobs, KL, advantages, the PPO updates (DDP
+   all-reduces the gradients), the KL controller's step;
 4. rank 0: one weights push to every consumer (engines, critics on the policy), metrics with
    per-phase timings to metrics.jsonl / W&B / Ray, and every ``--checkpoint_every`` rounds
    (and at the last) a checkpoint.
@@ -28,38 +28,35 @@ synced when a run starts or resumes, so a resumed run continues exactly where it
 from __future__ import annotations
 
 import logging
+import pickle
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ray_adlf.config import Config, from_dict, redacted_dict, to_dict
+from ray_adlf.config import Config, from_dict, reference_each_round, to_dict
 from ray_adlf.cpu_plan import phase_threads
 from ray_adlf.data.formats import prepare_tokenizer
 from ray_adlf.data.records import Record
 from ray_adlf.data.rl_prompts import build_rl_prompts
 from ray_adlf.engines.base import SamplingParams
 from ray_adlf.models.loading import load_tokenizer
-from ray_adlf.models.policy import pack_sequences
+from ray_adlf.rewards.catalog import SignalInputs
 from ray_adlf.train.common import (
     make_torch_trainer,
     planned,
     prepare_stage_run,
     run_name,
-    stage_output_dir,
-    write_model_outputs,
 )
-from ray_adlf.train.rl_eval import evaluate, rlhf_model_card
-from ray_adlf.train.rl_learner import RLLearner, needs_reference_each_round
+from ray_adlf.train.rl_eval import STAGE, evaluate, rl_tracker, round_metrics, stage_summary
+from ray_adlf.train.rl_learner import RLLearner
 from ray_adlf.train.rollout_batch import Rollout
 
 log = logging.getLogger(__name__)
 
-STAGE = "rlhf"
 RESUME_SECTIONS = ("data", "model", "rollout", "rewards", "debate", "ppo")
 
 
@@ -77,61 +74,56 @@ def sampling_params(cfg: Config, round_index: int) -> SamplingParams:
 
 
 def rollout_and_score(
-    cfg: Config, round_index: int, chosen: list, actors, combiner, tokenizer
+    cfg: Config, round_index: int, chosen: list, actors, learner: RLLearner, tokenizer
 ) -> tuple[Rollout, dict[str, float], dict[str, float]]:
-    """Rank 0's half of a round: sample, score, (reference actor). Returns the rollout, the
-    mean of every reward part and the seconds per phase."""
+    """Rank 0's half of a round: sample, the one reference pass (when used), score. Returns
+    the rollout, the mean of every reward part and the seconds per phase."""
     from ray_adlf.actors.reward import compute_adlf_rewards
 
     n = cfg.ppo.num_samples_per_prompt
-    timings: dict[str, float] = {}
     started = time.perf_counter()
     generated = actors.rollout.generate(
         [p.prompt_ids for p in chosen], sampling_params(cfg, round_index)
     )
-    timings["generate_s"] = time.perf_counter() - started
-    contexts = [p.context for p in chosen for _ in range(n)]
-    responses = [tokenizer.decode(ids, skip_special_tokens=True) for ids in generated.response_ids]
+    timings = {"generate_s": time.perf_counter() - started}
+    prompt_ids, response_ids = generated.prompt_ids, generated.response_ids
+    ref_logprobs = None
+    if reference_each_round(cfg):
+        started = time.perf_counter()
+        ref_logprobs = reference_logprobs(actors, learner, prompt_ids, response_ids, tokenizer)
+        timings["reference_s"] = time.perf_counter() - started
+    inputs = SignalInputs(
+        [p.context for p in chosen for _ in range(n)],
+        [tokenizer.decode(ids, skip_special_tokens=True) for ids in response_ids],
+        response_ids,
+        ref_logprobs,
+    )
     started = time.perf_counter()
     rewards = compute_adlf_rewards(
-        contexts, responses, generated.response_ids, actors.reward, combiner, actors.critique
+        cfg.rewards, inputs, prompt_ids, actors.reward, learner.combiner, actors.critique
     )
-    timings["reward_s"] = time.perf_counter() - started
-    timings.update(rewards.timings)
+    timings.update(reward_s=time.perf_counter() - started, **rewards.timings)
+    scores = torch.as_tensor(rewards.rewards, dtype=torch.float32)
     rollout = Rollout(
-        generated.prompt_ids,
-        generated.response_ids,
+        prompt_ids,
+        response_ids,
         generated.response_logprobs,
         generated.finish_reasons,
-        torch.as_tensor(rewards.rewards, dtype=torch.float32),
+        scores,
         n,
+        ref_logprobs,
     )
-    if actors.reference is not None and needs_reference_each_round(cfg):
-        started = time.perf_counter()
-        rollout.ref_logprobs = actors.reference.logprobs(
-            rollout.prompt_ids, rollout.response_ids, cfg.rollout.temperature
-        )
-        timings["reference_s"] = time.perf_counter() - started
     return rollout, rewards.means(), timings
 
 
-def round_metrics(
-    rollout: Rollout, parts: dict, stats: dict, timings: dict, learner: RLLearner
-) -> dict[str, Any]:
-    """What a round logs: reward parts, update statistics, lengths, timings."""
-    lengths = [len(ids) for ids in rollout.response_ids]
-    moved = {"kl", "beta", "logprob_mismatch"}
-    return {
-        **parts,
-        **{f"ppo/{k}": v for k, v in stats.items() if k not in moved},
-        **{k: stats[k] for k in moved if k in stats},
-        "samples": len(rollout),
-        "response_length": float(np.mean(lengths)),
-        "stopped_fraction": float(np.mean([r == "stop" for r in rollout.finish_reasons])),
-        "learning_rate": learner.scheduler.get_last_lr()[0],
-        "epoch": learner.stream.epoch,
-        **{f"time/{k}": v for k, v in timings.items()},
-    }
+def reference_logprobs(
+    actors, learner: RLLearner, prompt_ids: list, response_ids: list, tokenizer
+) -> list[list[float]]:
+    """The reference's logprobs of every response token: the reference actor's, else the
+    colocated reference's on rank 0."""
+    if learner.reference is None:
+        return actors.reference.logprobs(prompt_ids, response_ids, learner.cfg.rollout.temperature)
+    return learner.reference_logprobs(prompt_ids, response_ids, tokenizer.pad_token_id)
 
 
 def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
@@ -141,7 +133,7 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
     from ray.train import Checkpoint
     from ray.train.torch import get_device
 
-    from ray_adlf.tracking import METRICS_FILE, start_tracker, wandb_run_id
+    from ray_adlf.tracking import wandb_run_id
 
     cfg: Config = from_dict(loop_config["config"])
     policy_path, actors = loop_config["policy_path"], loop_config["actors"]
@@ -165,33 +157,19 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
             learner.load(Path(directory))
     start_round, tracker = learner.round + 1, None
     if rank == 0:
-        tracker = start_tracker(
-            Path(cfg.run.output_dir) / METRICS_FILE,
-            STAGE,
-            learner.round,
-            cfg.run.output_dir,
-            run_name(cfg),
-            redacted_dict(cfg),
-            cfg.run.use_wandb,
-            cfg.run.wandb_project,
-        )
+        tracker = rl_tracker(cfg, learner.round)
+        actors.wait_ready()
         if actors.critique is not None:
             actors.critique.calls = learner.critic_calls
         actors.push_weights(learner.policy.state_dict())
 
-    @torch.no_grad()
-    def reference_logprobs(prompt_ids: list, response_ids: list) -> list[list[float]]:
-        if learner.reference is None:
-            return actors.reference.logprobs(prompt_ids, response_ids, cfg.rollout.temperature)
-        batch = pack_sequences(prompt_ids, response_ids, tokenizer.pad_token_id)
-        out = learner.reference_logprobs({k: v.to(device) for k, v in batch.items()})
-        return [out[i, : len(r)].tolist() for i, r in enumerate(response_ids)]
-
     def run_eval(round_index: int) -> tuple[dict[str, float], list[float]]:
         eval_prompts, baseline = loop_config["eval_prompts"], learner.eval_baseline
-        return evaluate(
-            cfg, actors, eval_prompts, tokenizer, reference_logprobs, round_index, baseline
-        )
+
+        def reference(prompt_ids: list, response_ids: list) -> list[list[float]]:
+            return reference_logprobs(actors, learner, prompt_ids, response_ids, tokenizer)
+
+        return evaluate(cfg, actors, eval_prompts, tokenizer, reference, round_index, baseline)
 
     if rank == 0 and cfg.ppo.eval_every and start_round == 1:
         before, learner.eval_baseline = run_eval(0)
@@ -205,9 +183,10 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             chosen = [prompts[i] for i in learner.stream.next_batch()]
             rollout, parts, timings = rollout_and_score(
-                cfg, round_index, chosen, actors, learner.combiner, tokenizer
+                cfg, round_index, chosen, actors, learner, tokenizer
             )
             shards = [rollout.shard(r, world) for r in range(world)]
+            scattered = sum(len(pickle.dumps(shard)) for shard in shards[1:])
         # 2. every rank receives its shard only
         mine = shards[:1]
         if world > 1:
@@ -223,7 +202,9 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
             if rank == 0:
                 sync_s = actors.push_weights(learner.policy.state_dict())
                 timings.update(learner_s=learner_s, sync_s=sync_s)
-                metrics.update(round_metrics(rollout, parts, stats, timings, learner))
+                metrics.update(
+                    round_metrics(rollout, parts, stats, timings, learner, actors, scattered)
+                )
                 if stats["skipped_steps"]:
                     log.warning(
                         "round %d: %d PPO step(s) skipped (non-finite loss or gradient)",
@@ -307,33 +288,4 @@ def run_rlhf(
         result = make_torch_trainer(ppo_worker_loop, loop_config, cfg, STAGE, callbacks).fit()
     finally:
         actors.shutdown()
-    metrics = result.metrics
-    summary = {
-        "complete": metrics["round"] == cfg.ppo.rl_rounds,
-        "resumed": resumed,
-        "checkpoint": result.checkpoint.path,
-        "step": metrics["round"],
-        "max_steps": cfg.ppo.rl_rounds,
-        **{k: metrics[k] for k in ("reward", "kl") if k in metrics},
-        **{k: v for k, v in metrics.items() if k.startswith("eval/")},
-    }
-    if summary["complete"]:
-        out_cfg = from_dict(to_dict(cfg))
-        out_cfg.run.output_dir = str(stage_output_dir(cfg, STAGE))
-        with result.checkpoint.as_directory() as checkpoint_dir:
-            summary["path"] = str(
-                write_model_outputs(
-                    Path(checkpoint_dir) / "policy",
-                    out_cfg,
-                    rlhf_model_card(cfg, policy_path, reward_model_path, metrics),
-                )
-            )
-    else:
-        log.warning(
-            "%s: stopped at round %d of %d; run the same command again (or add --resume) "
-            "to continue",
-            STAGE,
-            metrics["round"],
-            cfg.ppo.rl_rounds,
-        )
-    return summary
+    return stage_summary(cfg, result, resumed, policy_path, reward_model_path)

@@ -44,6 +44,7 @@ from ray_adlf.algo import (
     per_token_rewards,
     policy_loss,
     value_loss,
+    whiten,
 )
 from ray_adlf.models.policy import response_forward
 
@@ -70,8 +71,7 @@ def global_row_mean(x: torch.Tensor) -> float:
 
 
 def global_masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """``(x - mean) / sqrt(var + eps)`` with mean and biased var over valid tokens of every rank;
-    0 at masked positions. [B, T] -> [B, T]."""
+    """``algo.whiten`` with the mean and biased var over valid tokens of every rank. [B, T]."""
     mask = mask.to(x.dtype)
     sums = _all_reduce_sum(
         torch.stack([(x * mask).sum(), (x * x * mask).sum(), mask.sum()]).double()
@@ -79,13 +79,39 @@ def global_masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8)
     count = sums[2].clamp(min=1)
     mean = sums[0] / count
     var = (sums[1] / count - mean * mean).clamp(min=0)
-    return ((x - mean) * torch.rsqrt(var + eps)).to(x.dtype) * mask
+    return whiten(x, mask, mean.to(x.dtype), var.to(x.dtype), eps)
 
 
 def finite_on_every_rank(loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
     """Whether the loss and the gradient norm are finite on every rank (one all-reduce)."""
     bad = (~torch.isfinite(loss)).float() + (~torch.isfinite(grad_norm)).float()
     return _all_reduce_sum(bad.reshape(1).to(grad_norm.device)).item() == 0
+
+
+@dataclass(frozen=True)
+class PPOSettings:
+    """The scalars the experience and the update read (``--flag`` names in parentheses):
+    sampling ``temperature``; ``beta`` the round's KL coefficient (the controller's);
+    ``kl_estimator`` k1/k2/k3; ``kl_in_loss`` (KL as a loss term, not a reward penalty);
+    ``advantage`` gae/grpo/rloo with GAE's ``gamma`` / ``lam``; ``group_size`` (samples per
+    prompt); ``epochs`` (ppo_epochs) x ``num_minibatches``; ``clip_eps``, ``vf_coef``,
+    ``value_clip_eps``, ``entropy_coef``, ``max_grad_norm`` (ppo_max_grad_norm, 0 = off)."""
+
+    temperature: float = 1.0
+    beta: float = 0.0
+    kl_estimator: str = "k1"
+    kl_in_loss: bool = False
+    advantage: str = "gae"
+    gamma: float = 1.0
+    lam: float = 0.95
+    group_size: int = 1
+    epochs: int = 1
+    num_minibatches: int = 1
+    clip_eps: float = 0.2
+    vf_coef: float = 0.1
+    value_clip_eps: float = 0.2
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 1.0
 
 
 @dataclass
@@ -127,15 +153,7 @@ def make_experience(
     ref_logprobs: torch.Tensor | None,
     batch: dict[str, torch.Tensor],
     scores: torch.Tensor,
-    *,
-    temperature: float,
-    beta: float,
-    kl_estimator: str,
-    kl_in_loss: bool,
-    advantage: str,
-    gamma: float,
-    lam: float,
-    group_size: int,
+    settings: PPOSettings,
     old_logprobs: torch.Tensor | None = None,
 ) -> Experience:
     """Old logprobs (and values) from ``model``, KL, shaped rewards and advantages (module doc).
@@ -147,6 +165,7 @@ def make_experience(
     and on one rank for ``grpo``/``rloo``.
     """
     mask = batch["response_mask"].float()
+    advantage, temperature = settings.advantage, settings.temperature
     if old_logprobs is not None and advantage == "gae":
         raise ValueError("GAE needs the values of the old policy's forward")
     out = {}
@@ -155,18 +174,18 @@ def make_experience(
     policy_logprobs = (out["logprobs"] if old_logprobs is None else old_logprobs) * mask
     if ref_logprobs is None:
         ref_logprobs = policy_logprobs
-    kl = kl_estimate(policy_logprobs, ref_logprobs, kl_estimator) * mask
-    penalty = 0.0 if kl_in_loss else beta
+    kl = kl_estimate(policy_logprobs, ref_logprobs, settings.kl_estimator) * mask
+    penalty = 0.0 if settings.kl_in_loss else settings.beta
     values = returns = None
     if advantage == "gae":
         values = out["values"] * mask
         token_rewards = per_token_rewards(scores, kl, mask, penalty)
-        raw, returns = gae(token_rewards, values, mask, gamma, lam)
+        raw, returns = gae(token_rewards, values, mask, settings.gamma, settings.lam)
         advantages = global_masked_whiten(raw, mask)
     else:
         sequence_return = scores - penalty * kl.sum(dim=1)
         per_sequence = group_advantages(
-            sequence_return, group_size, advantage, normalize_std=advantage == "grpo"
+            sequence_return, settings.group_size, advantage, normalize_std=advantage == "grpo"
         )
         advantages = broadcast_to_tokens(per_sequence, mask)
     return Experience(
@@ -187,21 +206,12 @@ def ppo_update(
     optimizer,
     scheduler,
     experience: Experience,
-    *,
-    epochs: int,
-    num_minibatches: int,
-    clip_eps: float,
-    vf_coef: float,
-    value_clip_eps: float,
-    entropy_coef: float,
-    kl_in_loss: bool,
-    beta: float,
-    kl_estimator: str,
-    temperature: float,
-    max_grad_norm: float,
+    settings: PPOSettings,
     generator: torch.Generator,
 ) -> dict[str, float]:
-    """``epochs`` passes of minibatch PPO over ``experience``; returns mean loss statistics."""
+    """``settings.epochs`` passes of minibatch PPO over ``experience``; returns mean loss
+    statistics."""
+    epochs, num_minibatches = settings.epochs, settings.num_minibatches
     rows = experience.mask.shape[0]
     on_policy = experience.old_logprobs is None
     if on_policy and (epochs, num_minibatches) != (1, 1):
@@ -217,7 +227,7 @@ def ppo_update(
             out = response_forward(
                 model,
                 part.batch,
-                temperature,
+                settings.temperature,
                 with_values=part.values is not None,
                 with_entropy=True,
             )
@@ -225,10 +235,10 @@ def ppo_update(
                 part.old_logprobs = out["logprobs"].detach() * part.mask
                 experience.old_logprobs[index] = part.old_logprobs
             loss, stats = policy_loss(
-                out["logprobs"], part.old_logprobs, part.advantages, part.mask, clip_eps
+                out["logprobs"], part.old_logprobs, part.advantages, part.mask, settings.clip_eps
             )
             entropy = masked_mean(out["entropy"], part.mask)
-            loss = loss - entropy_coef * entropy
+            loss = loss - settings.entropy_coef * entropy
             step_stats = {
                 "policy_loss": loss.item(),
                 "entropy": entropy.item(),
@@ -237,21 +247,22 @@ def ppo_update(
             }
             if part.values is not None:
                 v_loss, v_stats = value_loss(
-                    out["values"], part.values, part.returns, part.mask, value_clip_eps
+                    out["values"], part.values, part.returns, part.mask, settings.value_clip_eps
                 )
-                loss = loss + vf_coef * v_loss
+                loss = loss + settings.vf_coef * v_loss
                 step_stats.update(
                     value_loss=v_loss.item(), value_clip_fraction=v_stats["clip_fraction"].item()
                 )
-            if kl_in_loss:
-                kl_term = kl_loss(out["logprobs"], part.ref_logprobs, part.mask, kl_estimator)
-                loss = loss + beta * kl_term
+            if settings.kl_in_loss:
+                kl_term = kl_loss(
+                    out["logprobs"], part.ref_logprobs, part.mask, settings.kl_estimator
+                )
+                loss = loss + settings.beta * kl_term
                 step_stats["kl_loss"] = kl_term.item()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), max_grad_norm if max_grad_norm > 0 else float("inf")
-            )
+            max_norm = settings.max_grad_norm if settings.max_grad_norm > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             if not finite_on_every_rank(loss.detach(), grad_norm):
                 skipped += 1
                 continue

@@ -1,24 +1,63 @@
-"""The RL stage's held-out evaluation and its model card.
+"""What the RL stage reports: each round's metrics, the held-out evaluation, the outputs.
 
-``evaluate`` runs on rank 0 after the rounds ``--eval_every`` names (and before round 1, for
-the baseline); ``rlhf_model_card`` writes the RLHF output's README.md.
+``round_metrics`` is a round's row of ``metrics.jsonl`` (with the bytes it moved: the packed
+weights put once, and the rollout shards scattered to the other ranks); ``evaluate`` runs on
+rank 0 after the rounds ``--eval_every`` names (and before round 1, for the baseline);
+``stage_summary`` publishes the finished policy with ``rlhf_model_card`` as its README.md.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ray_adlf.algo.evaluation import mean_and_se, paired_difference
-from ray_adlf.config import Config, RewardConfig
+from ray_adlf.config import Config, from_dict, redacted_dict, to_dict
 from ray_adlf.engines.base import SamplingParams
-from ray_adlf.train.common import run_name
+from ray_adlf.rewards.catalog import INTERNAL
+from ray_adlf.train.common import run_name, stage_output_dir, write_model_outputs
 
 if TYPE_CHECKING:
     from ray_adlf.actors.rl_actors import RLActors
+    from ray_adlf.train.rl_learner import RLLearner
+    from ray_adlf.train.rollout_batch import Rollout
 
+log = logging.getLogger(__name__)
+
+STAGE = "rlhf"
 EVAL_SEED_OFFSET = 50_000_000  # evaluation samples never reuse a training round's seeds
+
+
+def round_metrics(
+    rollout: Rollout,
+    parts: dict,
+    stats: dict,
+    timings: dict,
+    learner: RLLearner,
+    actors: RLActors,
+    scattered_bytes: int,
+) -> dict[str, Any]:
+    """What a round logs: reward parts, update statistics, lengths, bytes moved, timings."""
+    lengths = [len(ids) for ids in rollout.response_ids]
+    moved = {"kl", "beta", "logprob_mismatch"}
+    return {
+        **parts,
+        **{f"ppo/{k}": v for k, v in stats.items() if k not in moved},
+        **{k: stats[k] for k in moved if k in stats},
+        "samples": len(rollout),
+        "response_length": float(np.mean(lengths)),
+        "stopped_fraction": float(np.mean([r == "stop" for r in rollout.finish_reasons])),
+        "learning_rate": learner.scheduler.get_last_lr()[0],
+        "epoch": learner.stream.epoch,
+        "bytes/weights": actors.rollout.last_sync.nbytes,
+        "bytes/scatter": scattered_bytes,
+        **{f"time/{k}": v for k, v in timings.items()},
+    }
 
 
 def evaluate(
@@ -47,7 +86,8 @@ def evaluate(
         prompts, SamplingParams(temperature=0.0, max_new_tokens=cfg.rollout.max_new_tokens)
     )
     responses = [tokenizer.decode(ids, skip_special_tokens=True) for ids in greedy.response_ids]
-    parts = actors.eval.score([p.context for p in eval_prompts], responses, greedy.response_ids)
+    contexts = [p.context for p in eval_prompts]
+    parts = actors.eval.score(contexts, responses, greedy.prompt_ids, greedy.response_ids)
     scores = [float(s) for s in parts["external_score"]]
     sampled = actors.rollout.generate(
         prompts,
@@ -84,31 +124,12 @@ def evaluate(
     return metrics, scores
 
 
-def eval_reward_config(cfg: Config) -> RewardConfig:
-    """Rewards settings of the evaluation pool: the evaluation reward model alone."""
-    return RewardConfig(
-        adlf_alpha=0.0, use_fluency_reward=False, reward_batch_size=cfg.rewards.reward_batch_size
-    )
-
-
 def rlhf_model_card(
     cfg: Config, policy_path: str, reward_model_path: str | None, metrics: dict[str, Any]
 ) -> str:
     """The RLHF output's README.md: starting point, reward, PPO settings, final figures."""
     ppo, rewards = cfg.ppo, cfg.rewards
-    signals = [
-        name
-        for name, on in (
-            ("coherence", rewards.use_coherence_reward),
-            ("length", rewards.use_length_penalty),
-            ("fluency", rewards.use_fluency_reward),
-            ("faithfulness", rewards.use_faithfulness_reward),
-            ("debate", rewards.use_debate_reward),
-            ("plugin", bool(rewards.reward_plugin)),
-            ("http", bool(rewards.reward_url)),
-        )
-        if on
-    ]
+    signals = [signal.name for signal in INTERNAL if signal.enabled(rewards)]
     figures = ", ".join(f"{k} {metrics[k]:.4g}" for k in ("reward", "kl", "beta") if k in metrics)
     return f"""---
 library_name: transformers
@@ -133,3 +154,52 @@ worker(s)).
 - last round: {figures}; curves in `report.md`, every value in `metrics.jsonl`
 - text: token format `{cfg.data.token_format}`
 """
+
+
+def rl_tracker(cfg: Config, last_round: int):
+    """Rank 0's tracker (metrics.jsonl, W&B) continuing after ``last_round``."""
+    from ray_adlf.tracking import METRICS_FILE, start_tracker
+
+    return start_tracker(
+        Path(cfg.run.output_dir) / METRICS_FILE,
+        STAGE,
+        last_round,
+        cfg.run.output_dir,
+        run_name(cfg),
+        redacted_dict(cfg),
+        cfg.run.use_wandb,
+        cfg.run.wandb_project,
+    )
+
+
+def stage_summary(
+    cfg: Config, result, resumed: bool, policy_path: str, reward_model_path: str | None
+) -> dict[str, Any]:
+    """The stage's summary from Ray Train's ``result``; a finished run's policy is written to
+    the stage output (``write_model_outputs``), a stopped one says how to continue."""
+    metrics = result.metrics
+    summary = {
+        "complete": metrics["round"] == cfg.ppo.rl_rounds,
+        "resumed": resumed,
+        "checkpoint": result.checkpoint.path,
+        "step": metrics["round"],
+        "max_steps": cfg.ppo.rl_rounds,
+        **{k: metrics[k] for k in ("reward", "kl") if k in metrics},
+        **{k: v for k, v in metrics.items() if k.startswith("eval/")},
+    }
+    if summary["complete"]:
+        out_cfg = from_dict(to_dict(cfg))
+        out_cfg.run.output_dir = str(stage_output_dir(cfg, STAGE))
+        card = rlhf_model_card(cfg, policy_path, reward_model_path, metrics)
+        with result.checkpoint.as_directory() as checkpoint_dir:
+            policy = Path(checkpoint_dir) / "policy"
+            summary["path"] = str(write_model_outputs(policy, out_cfg, card))
+    else:
+        log.warning(
+            "%s: stopped at round %d of %d; run the same command again (or add --resume) "
+            "to continue",
+            STAGE,
+            metrics["round"],
+            cfg.ppo.rl_rounds,
+        )
+    return summary

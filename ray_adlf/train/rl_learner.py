@@ -2,15 +2,16 @@
 
 ``RLLearner`` owns the trainable module (the policy, with a value head for ``gae``), AdamW,
 the learning-rate schedule, the KL controller, the prompt stream, the ADLF reward combiner,
-the critics' call count (their sampling seeds) and the colocated reference model.
+the critics' call count (their sampling seeds) and, on rank 0, the colocated reference model.
 ``train(shard, round_index, pad_id)`` is the learner's half of a round; ``save(directory)``
 and ``load`` are one call each: the policy in Hugging Face layout under ``policy/``, the rest
 as data (``learner_state``).
 
 Passes a round makes over the shard:
 
-- reference logprobs: one forward of the colocated reference (or the reference actor's rows),
-  skipped when nothing needs them (fixed beta 0 and no ``--kl_in_loss``);
+- reference logprobs: none here; rank 0 ran the round's one reference pass over every row
+  (``reference_logprobs``, or the reference actor) before the rewards, for the KL and the
+  fluency signal alike, and the rows arrive with the shard;
 - old logprobs (and values): one forward, except for group baselines with one epoch of one
   minibatch and a float32 engine: there the update's own forward is the old policy (the ratio
   is exactly 1), and the KL uses the engine's logprobs (a float32 engine matches the learner to
@@ -28,12 +29,13 @@ import numpy as np
 import torch
 
 from ray_adlf.algo import AdaptiveKLController, FixedKLController
-from ray_adlf.config import Config
+from ray_adlf.config import Config, uses_reference
 from ray_adlf.data.rl_prompts import PromptStream, prompt_order
 from ray_adlf.models.loading import load_causal_lm
-from ray_adlf.models.policy import PolicyWithValue, response_forward
+from ray_adlf.models.policy import PolicyWithValue, pack_sequences, response_forward
 from ray_adlf.train.learner_state import load_learner_state, save_learner_state
 from ray_adlf.train.ppo_learner import (
+    PPOSettings,
     global_masked_mean,
     global_row_mean,
     make_experience,
@@ -49,9 +51,26 @@ def kl_controller(cfg: Config) -> FixedKLController | AdaptiveKLController:
     return FixedKLController(cfg.ppo.init_kl_coef)
 
 
-def needs_reference_each_round(cfg: Config) -> bool:
-    """Whether a round uses reference logprobs: a KL penalty or a KL loss term."""
-    return cfg.ppo.kl_in_loss or cfg.ppo.init_kl_coef > 0
+def ppo_settings(cfg: Config, beta: float, num_minibatches: int) -> PPOSettings:
+    """The round's ``PPOSettings`` from ``--flags`` and the KL controller's ``beta``."""
+    ppo = cfg.ppo
+    return PPOSettings(
+        temperature=cfg.rollout.temperature,
+        beta=beta,
+        kl_estimator=ppo.kl_estimator,
+        kl_in_loss=ppo.kl_in_loss,
+        advantage=ppo.advantage,
+        gamma=ppo.gamma,
+        lam=ppo.lam,
+        group_size=ppo.num_samples_per_prompt,
+        epochs=ppo.ppo_epochs,
+        num_minibatches=num_minibatches,
+        clip_eps=ppo.clip_eps,
+        vf_coef=ppo.vf_coef,
+        value_clip_eps=ppo.value_clip_eps,
+        entropy_coef=ppo.entropy_coef,
+        max_grad_norm=ppo.ppo_max_grad_norm,
+    )
 
 
 def build_module(cfg: Config, policy_path: str) -> torch.nn.Module:
@@ -89,10 +108,7 @@ class RLLearner:
             num_training_steps=ppo.rl_rounds * ppo.ppo_epochs * self.num_minibatches,
         )
         self.reference = None
-        evaluates = ppo.eval_every and rank == 0
-        if ppo.reference_placement == "colocated" and (
-            needs_reference_each_round(cfg) or evaluates
-        ):
+        if rank == 0 and ppo.reference_placement == "colocated" and uses_reference(cfg):
             self.reference = load_causal_lm(policy_path, cfg.model.trust_remote_code)
             self.reference.eval().requires_grad_(False).to(device)
         data = cfg.data
@@ -130,10 +146,16 @@ class RLLearner:
         )
 
     @torch.no_grad()
-    def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Colocated reference logprobs of a packed batch, [B, T]."""
+    def reference_logprobs(
+        self, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int
+    ) -> list[list[float]]:
+        """The colocated reference's logprobs of every response token (rank 0), one list per
+        row, in one forward."""
+        batch = pack_sequences(prompt_ids, response_ids, pad_id)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
         out = response_forward(self.reference, batch, self.cfg.rollout.temperature, False)
-        return out["logprobs"]
+        logprobs = out["logprobs"].cpu()
+        return [logprobs[i, : len(r)].tolist() for i, r in enumerate(response_ids)]
 
     def train(self, shard: Rollout, round_index: int, pad_id: int) -> dict[str, float]:
         """Experience and PPO updates on this rank's shard; the KL controller steps. Returns the
@@ -142,49 +164,26 @@ class RLLearner:
         cfg, ppo = self.cfg, self.cfg.ppo
         batch = shard.tensors(pad_id, self.device)
         ref_logprobs = batch.get("ref_logprobs")
-        if ref_logprobs is None and needs_reference_each_round(cfg):
-            ref_logprobs = self.reference_logprobs(batch)
         on_policy = (
             ppo.advantage != "gae"
             and ppo.ppo_epochs == 1
             and self.num_minibatches == 1
             and cfg.rollout.rollout_dtype == "float32"
         )
-        beta = self.controller.beta
+        settings = ppo_settings(cfg, self.controller.beta, self.num_minibatches)
         experience = make_experience(
             self.model,
             ref_logprobs,
             batch,
             batch["scores"],
-            temperature=cfg.rollout.temperature,
-            beta=beta,
-            kl_estimator=ppo.kl_estimator,
-            kl_in_loss=ppo.kl_in_loss,
-            advantage=ppo.advantage,
-            gamma=ppo.gamma,
-            lam=ppo.lam,
-            group_size=ppo.num_samples_per_prompt,
+            settings,
             old_logprobs=batch["engine_logprobs"] if on_policy else None,
         )
+        generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + round_index)
         stats = ppo_update(
-            self.model,
-            self.optimizer,
-            self.scheduler,
-            experience,
-            epochs=ppo.ppo_epochs,
-            num_minibatches=self.num_minibatches,
-            clip_eps=ppo.clip_eps,
-            vf_coef=ppo.vf_coef,
-            value_clip_eps=ppo.value_clip_eps,
-            entropy_coef=ppo.entropy_coef,
-            kl_in_loss=ppo.kl_in_loss,
-            beta=beta,
-            kl_estimator=ppo.kl_estimator,
-            temperature=cfg.rollout.temperature,
-            max_grad_norm=ppo.ppo_max_grad_norm,
-            generator=torch.Generator().manual_seed(cfg.run.seed * 100_003 + round_index),
+            self.model, self.optimizer, self.scheduler, experience, settings, generator
         )
-        stats["beta"] = beta
+        stats["beta"] = settings.beta
         stats["logprob_mismatch"] = global_masked_mean(
             (batch["engine_logprobs"] - experience.old_logprobs).abs(), experience.mask
         )

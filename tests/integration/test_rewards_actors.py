@@ -11,6 +11,7 @@ from faults import actor_pid, kill_while_busy
 from transformers import AutoModelForSequenceClassification
 
 from ray_adlf.actors.critique import CritiquePool, critic_specs
+from ray_adlf.actors.group import wait_ready
 from ray_adlf.actors.reward import RewardPool, compute_adlf_rewards
 from ray_adlf.config import Config, RewardConfig, validate
 from ray_adlf.data.records import Turn
@@ -19,6 +20,7 @@ from ray_adlf.debate.critics import CriticSpec, make_critic
 from ray_adlf.debate.protocol import run_debate
 from ray_adlf.engines.weights import pack_state_dict
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+from ray_adlf.rewards.catalog import SignalInputs
 from ray_adlf.rewards.scorer import RewardScorer, make_combiner
 from ray_adlf.score import run_score
 
@@ -60,6 +62,7 @@ def rewards_config(**overrides) -> RewardConfig:
     cfg = RewardConfig(
         use_coherence_reward=True,
         use_length_penalty=True,
+        use_fluency_reward=False,  # computed from the round's reference pass, not here
         use_faithfulness_reward=True,
     )
     for key, value in overrides.items():
@@ -87,7 +90,7 @@ def critique_pool(cluster):
 
 
 def test_reward_pool_shards_and_matches_a_local_scorer(reward_pool, reward_model_dir):
-    assert len(reward_pool.actors) == 2
+    assert len(reward_pool.group) == 2
     parts = reward_pool.score(CONTEXTS, RESPONSES)
     local = RewardScorer(rewards_config(), "tiny", reward_model_dir, "standard", 256).score(
         CONTEXTS, RESPONSES
@@ -97,7 +100,8 @@ def test_reward_pool_shards_and_matches_a_local_scorer(reward_pool, reward_model
         assert parts[name] == pytest.approx(local[name], abs=1e-5), name
 
 
-def test_debate_with_three_critic_actors_two_rounds(critique_pool):
+def test_debate_with_three_critics_on_one_shared_actor_two_rounds(critique_pool):
+    assert len(critique_pool.group) == 1 and critique_pool.num_critics == 3
     results = critique_pool.debate(CONTEXTS, RESPONSES)
     for result in results:
         assert 0.0 <= result.score <= 1.0 and 0.0 <= result.agreement <= 1.0
@@ -110,7 +114,10 @@ def test_compute_adlf_rewards_with_debate(reward_pool, critique_pool):
         use_debate_reward=True, adlf_alpha=0.4, use_multi_objective=True, normalize_rewards=True
     )
     combiner = make_combiner(cfg)
-    batch = compute_adlf_rewards(CONTEXTS, RESPONSES, None, reward_pool, combiner, critique_pool)
+    tokenizer = load_tokenizer("tiny")
+    ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in RESPONSES]
+    inputs = SignalInputs(CONTEXTS, RESPONSES, ids)
+    batch = compute_adlf_rewards(cfg, inputs, None, reward_pool, combiner, critique_pool)
     assert batch.rewards.shape == (3,) and np.all(np.isfinite(batch.rewards))
     for name in (
         "external",
@@ -133,7 +140,7 @@ def test_compute_adlf_rewards_with_debate(reward_pool, critique_pool):
 def test_a_killed_reward_actor_is_restarted_and_no_score_is_lost_or_doubled(reward_pool):
     contexts, responses = CONTEXTS * 150, RESPONSES * 150  # a second or more of work per actor
     expected = reward_pool.score(contexts, responses)
-    victim = reward_pool.actors[1]
+    victim = reward_pool.group.actors[1]
     parts, pid = kill_while_busy(victim, lambda: reward_pool.score(contexts, responses))
     assert actor_pid(victim) != pid
     assert set(parts) == set(expected)
@@ -176,7 +183,7 @@ def test_a_killed_critic_on_the_policy_comes_back_with_the_latest_weights(cluste
     pool = CritiquePool([spec], rounds=1, aggregate="mean", num_cpus=0.25)
     try:
         pool.sync_weights(ray.put(pack_state_dict(synced)))
-        victim = pool.actors[0]
+        victim = pool.group.actors[0]
         results, pid = kill_while_busy(victim, lambda: pool.debate(contexts, responses))
         assert actor_pid(victim) != pid
         assert [r.score for r in results] == pytest.approx(expected, abs=1e-5)
@@ -186,8 +193,10 @@ def test_a_killed_critic_on_the_policy_comes_back_with_the_latest_weights(cluste
 
 
 def test_a_pool_that_cannot_be_placed_is_a_clear_error(cluster):
-    with pytest.raises(RuntimeError, match="did not start within 1 s"):
-        CritiquePool([CriticSpec("hf", "tiny", 0)], 1, "mean", num_cpus=64, startup_timeout_s=1)
+    pool = CritiquePool([CriticSpec("hf", "tiny", 0)], 1, "mean", num_cpus=64)
+    with pytest.raises(RuntimeError, match="1 CritiqueActor.s. asking 64 CPU each: not started"):
+        wait_ready([pool.group], timeout_s=1)
+    assert pool.group.actors == []
 
 
 def test_run_score_writes_every_part_of_every_assistant_turn(cluster, reward_model_dir, tmp_path):

@@ -215,7 +215,7 @@ def test_killed_actor_comes_back_with_latest_weights(served, prompts):
     learner = perturb(served.learner, seed=served.pool.version + 1)
     version = served.pool.sync_weights(learner.state_dict())
     served.learner = learner
-    victim = served.pool.actors[1]
+    victim = served.pool.group.actors[1]
     # Seconds of work per actor, so the kill lands while the victim is generating its shard.
     work = [p for p in prompts for _ in range(24)]
     params = SamplingParams(temperature=0, max_new_tokens=256, stop_on_eos=False)

@@ -40,7 +40,9 @@ def test_rl_with_debate_and_evaluation_counts_every_actor():
     cfg.ppo.eval_every = 4
     cfg.rewards.use_debate_reward = True
     cfg.debate.num_critics = 2
-    # actors: rollout, reward, eval reward, 2 critics = 5 sharing 8 - 4 = 4 CPUs -> 0.8 each
+    cfg.sft.use_self_critique = True
+    # actors: rollout, reward, eval reward, the 2 reference critics' actor, the self-critic's
+    # actor = 5 sharing 8 - 4 = 4 CPUs -> 0.8 each
     planned = plan_resources(cfg, "rlhf", budget=8.0)
     assert planned.resources.learner_num_cpus == 4.0
     assert rl_actor_cpus(planned) == [0.8] * 5
@@ -80,10 +82,12 @@ def test_each_phase_uses_the_stage_cores_in_its_turn(monkeypatch):
     planned = plan_resources(rl_config(), "rlhf", budget=2.0)
     assert phase_threads(planned) == {"learner": 2, "rollout": 2, "reward": 2, "single": 2}
     # 8 CPUs held on a 2-core machine: only 2 cores to split. 4 learner ranks and the scoring
-    # phase (the reward actor and 2 critics) get 1 thread each, never 2 x 4 on 2 cores.
+    # phase (the reward actor, the 2 reference critics' actor, the self-critic's actor) get 1
+    # thread each, never 2 x 4 on 2 cores.
     cfg = rl_config()
     cfg.rewards.use_debate_reward = True
     cfg.debate.num_critics = 2
+    cfg.sft.use_self_critique = True
     cfg.resources.num_workers = 4
     planned = plan_resources(cfg, "rlhf", budget=8.0)
     assert phase_threads(planned) == {"learner": 1, "rollout": 2, "reward": 1, "single": 2}

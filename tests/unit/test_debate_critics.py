@@ -160,6 +160,31 @@ def test_critic_specs_follow_the_policy_only_when_they_run_on_it():
     assert all(s.follows_policy for s in critic_specs(cfg, "policy-dir", "reference-dir"))
 
 
+@pytest.mark.parametrize(
+    ("engine", "num_critics", "self_critique", "groups"),
+    [
+        ("reference", 3, False, [[0, 1, 2]]),  # three personas, one reference copy
+        ("reference", 2, True, [[0, 1], [2]]),  # the self-critic follows the policy
+        ("policy", 2, True, [[0, 1, 2]]),  # all on the policy, all synced
+        ("model", 2, True, [[0, 1], [2]]),
+        ("http", 2, True, [[0], [1], [2]]),  # network-bound: one actor each
+    ],
+)
+def test_critics_on_one_model_share_one_actor(engine, num_critics, self_critique, groups):
+    from ray_adlf.actors.critique import critic_groups, critic_specs
+    from ray_adlf.config import Config
+    from ray_adlf.cpu_plan import critic_actors
+
+    cfg = Config()
+    cfg.rewards.use_debate_reward = True
+    cfg.debate.critic_engine, cfg.debate.num_critics = engine, num_critics
+    cfg.debate.critic_model, cfg.debate.critic_url = "judge-dir", "http://127.0.0.1:9/v1"
+    cfg.sft.use_self_critique = self_critique
+    specs = critic_specs(cfg, "policy-dir", "policy-dir")  # the RL stage's reference = policy
+    assert critic_groups(specs) == groups
+    assert critic_actors(cfg) == len(groups)  # what the CPU plan reserves
+
+
 def top(logprobs: dict) -> dict:
     return {"logprobs": {"top_logprobs": [logprobs]}}
 

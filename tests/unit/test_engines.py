@@ -74,7 +74,7 @@ def test_choose_engine_explicit_and_auto():
 
 
 def test_split_evenly_keeps_order_and_balance():
-    from ray_adlf.actors.rollout import split_evenly
+    from ray_adlf.actors.group import split_evenly
 
     assert split_evenly(7, 3) == [(0, 3), (3, 5), (5, 7)]
     assert split_evenly(1, 2) == [(0, 1), (1, 1)]

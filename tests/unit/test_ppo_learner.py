@@ -6,7 +6,7 @@ import torch
 
 from ray_adlf.models.loading import load_causal_lm
 from ray_adlf.models.policy import pack_sequences, response_forward
-from ray_adlf.train.ppo_learner import make_experience, ppo_update
+from ray_adlf.train.ppo_learner import PPOSettings, make_experience, ppo_update
 
 PROMPTS = [[4, 205, 279], [4, 300, 301], [4, 205, 266], [4, 349, 335]]
 RESPONSES = [[5, 6, 7], [8, 9], [9, 10], [11]]
@@ -15,43 +15,16 @@ SCORES = torch.tensor([1.0, 0.0, 3.0, 1.0])
 
 def experience_of(model, advantage, beta=0.0, old_logprobs=None, ref=None):
     batch = pack_sequences(PROMPTS, RESPONSES, pad_id=0)
-    return make_experience(
-        model,
-        ref,
-        batch,
-        SCORES,
-        temperature=1.0,
-        beta=beta,
-        kl_estimator="k1",
-        kl_in_loss=False,
-        advantage=advantage,
-        gamma=1.0,
-        lam=1.0,
-        group_size=2,
-        old_logprobs=old_logprobs,
-    )
+    settings = PPOSettings(beta=beta, advantage=advantage, lam=1.0, group_size=2)
+    return make_experience(model, ref, batch, SCORES, settings, old_logprobs=old_logprobs)
 
 
 def update(model, experience, epochs=1):
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    settings = PPOSettings(epochs=epochs, vf_coef=0.0, max_grad_norm=0.0)
     return ppo_update(
-        model,
-        optimizer,
-        scheduler,
-        experience,
-        epochs=epochs,
-        num_minibatches=1,
-        clip_eps=0.2,
-        vf_coef=0.0,
-        value_clip_eps=0.2,
-        entropy_coef=0.0,
-        kl_in_loss=False,
-        beta=0.0,
-        kl_estimator="k1",
-        temperature=1.0,
-        max_grad_norm=0.0,
-        generator=torch.Generator().manual_seed(0),
+        model, optimizer, scheduler, experience, settings, torch.Generator().manual_seed(0)
     )
 
 

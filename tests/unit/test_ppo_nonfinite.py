@@ -7,7 +7,7 @@ import torch
 
 from ray_adlf.models.loading import load_causal_lm
 from ray_adlf.models.policy import pack_sequences
-from ray_adlf.train.ppo_learner import make_experience, ppo_update
+from ray_adlf.train.ppo_learner import PPOSettings, make_experience, ppo_update
 
 PROMPTS = [[4, 205, 279], [4, 300, 301], [4, 205, 266], [4, 349, 335]]
 RESPONSES = [[5, 6, 7], [8, 9], [9, 10], [11]]
@@ -27,37 +27,22 @@ def setup(poisoned_rows: list[int]):
         ref,
         batch,
         torch.tensor([1.0, 0.0, 0.5, 0.2]),
-        temperature=1.0,
-        beta=0.0,
-        kl_estimator="k3",
-        kl_in_loss=False,
-        advantage="rloo",
-        gamma=1.0,
-        lam=1.0,
-        group_size=2,
+        PPOSettings(kl_estimator="k3", advantage="rloo", lam=1.0, group_size=2),
     )
     experience.advantages[poisoned_rows] = float("nan")
     return model, optimizer, scheduler, experience
 
 
 def update(model, optimizer, scheduler, experience) -> dict[str, float]:
-    return ppo_update(
-        model,
-        optimizer,
-        scheduler,
-        experience,
-        epochs=1,
-        num_minibatches=4,  # one row per step
-        clip_eps=0.2,
-        vf_coef=0.0,
-        value_clip_eps=0.2,
-        entropy_coef=0.0,
-        kl_in_loss=False,
-        beta=0.0,
+    settings = PPOSettings(
         kl_estimator="k3",
-        temperature=1.0,
+        advantage="rloo",
+        num_minibatches=4,  # one row per step
+        vf_coef=0.0,
         max_grad_norm=0.0,  # no clipping: a NaN gradient would reach the optimizer unchanged
-        generator=torch.Generator().manual_seed(0),
+    )
+    return ppo_update(
+        model, optimizer, scheduler, experience, settings, torch.Generator().manual_seed(0)
     )
 
 

@@ -7,7 +7,8 @@ import torch
 from ray_adlf.data.formats import render_prompt
 from ray_adlf.data.records import Turn
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer
-from ray_adlf.rewards.models import SentenceEmbedder, response_logprobs
+from ray_adlf.models.policy import pack_sequences, response_forward
+from ray_adlf.rewards.models import SentenceEmbedder
 from ray_adlf.rewards.signals import (
     Claim,
     coherence_from_embeddings,
@@ -62,6 +63,13 @@ def test_fluency_formula_on_hand_made_logprobs():
         fluency_score([0.0], [1, 2])
 
 
+def response_logprobs(model, prompt_ids, response_ids):
+    """The reference pass of an RL round (``response_forward`` over packed rows), per row."""
+    with torch.no_grad():
+        out = response_forward(model, pack_sequences(prompt_ids, response_ids, 0), 1.0, False)
+    return [out["logprobs"][i, : len(r)].tolist() for i, r in enumerate(response_ids)]
+
+
 def test_reference_logprobs_match_a_direct_forward_pass(tiny):
     tokenizer, model = tiny
     context = [Turn("user", "What is the capital of France?")]
@@ -69,7 +77,7 @@ def test_reference_logprobs_match_a_direct_forward_pass(tiny):
     prompt_ids = prompt["input_ids"]
     short = tokenizer("Paris.", add_special_tokens=False)["input_ids"]
     long = tokenizer("The capital of France is Paris.", add_special_tokens=False)["input_ids"]
-    got = response_logprobs(model, [prompt_ids, prompt_ids], [long, short], 0, max_length=512)
+    got = response_logprobs(model, [prompt_ids, prompt_ids], [long, short])
     for response, values in ((long, got[0]), (short, got[1])):
         ids = torch.tensor([prompt_ids + response])
         with torch.no_grad():
@@ -88,7 +96,7 @@ def test_repeated_or_empty_response_scores_low_on_fluency(tiny):
     repeated = tokenizer("Paris Paris Paris Paris Paris Paris", add_special_tokens=False)[
         "input_ids"
     ]
-    lp_normal, lp_repeated = response_logprobs(model, [prompt_ids] * 2, [normal, repeated], 0, 512)
+    lp_normal, lp_repeated = response_logprobs(model, [prompt_ids] * 2, [normal, repeated])
     f_normal = fluency_score(lp_normal, normal)
     f_repeated = fluency_score(lp_repeated, repeated)
     assert 0.0 < f_repeated < f_normal <= 1.0

@@ -52,10 +52,10 @@ def test_trial_bundles_hold_one_bundle_per_actor():
     cfg.debate.num_critics = 3
     planned = plan_trials(cfg, concurrent=2, cluster_cpus=8)
     bundles = trial_bundles(planned)
-    # trial function, 1 rollout, 1 reward, 1 evaluation reward, 3 critics
-    assert len(bundles) == 7
-    # a 4-CPU share: learner 2, trial 0.05, the 6 actors split the remaining 1.95: 0.32 each
-    assert bundles[0] == {"CPU": 0.05} and bundles[1:] == [{"CPU": 0.32}] * 6
+    # trial function, 1 rollout, 1 reward, 1 evaluation reward, 1 actor for the 3 critics
+    assert len(bundles) == 5
+    # a 4-CPU share: learner 2, trial 0.05, the 4 actors split the remaining 1.95: 0.48 each
+    assert bundles[0] == {"CPU": 0.05} and bundles[1:] == [{"CPU": 0.48}] * 4
     assert planned.resources.learner_num_cpus == 2.0
 
 
