@@ -7,8 +7,9 @@ compute what one rank would on the whole batch.
 Experience, per response token t (mask m_t):
 
 - old and reference logprobs at the sampling temperature T: ``log_softmax(logits / T)[y_t]``
-  (for group baselines with one epoch of one minibatch the old policy is the update's own
-  forward, and the KL takes the engine's logprobs: no extra forward);
+  (with one epoch of one minibatch the old policy is the update's own forward, and the KL
+  takes the engine's logprobs: no extra forward; for ``gae`` the update's forward also gives
+  the old values, and the advantages are computed from them before the loss);
 - ``kl_t = estimator(logp_old_t, logp_ref_t)`` (k1, k2 or k3);
 - ``gae``: ``r_t = -beta kl_t`` plus the ADLF score at the last token (``beta = 0`` with
   ``--kl_in_loss``), advantages by GAE over the value head's ``V(s_t)``, whitened over every
@@ -119,17 +120,20 @@ class Experience:
     """One rank's shard, ready for PPO. Token tensors are [B, T]; ``scores`` [B].
 
     ``old_logprobs`` None: the update's own forward is the old policy (one epoch of one
-    minibatch); ``ppo_update`` fills it in from that forward."""
+    minibatch); ``ppo_update`` fills it in from that forward, and for ``gae`` the ``values``,
+    ``advantages`` and ``returns`` too (None until then; ``token_rewards`` [B, T] are what
+    GAE runs on)."""
 
     batch: dict[str, torch.Tensor]
     mask: torch.Tensor
     old_logprobs: torch.Tensor | None
     ref_logprobs: torch.Tensor
     kl: torch.Tensor
-    advantages: torch.Tensor
+    advantages: torch.Tensor | None
     values: torch.Tensor | None
     returns: torch.Tensor | None
     scores: torch.Tensor
+    token_rewards: torch.Tensor | None = None
 
     def rows(self, index: torch.Tensor) -> Experience:
         """The experience of rows ``index``."""
@@ -140,11 +144,21 @@ class Experience:
             old_logprobs=pick(self.old_logprobs),
             ref_logprobs=self.ref_logprobs[index],
             kl=self.kl[index],
-            advantages=self.advantages[index],
+            advantages=pick(self.advantages),
             values=pick(self.values),
             returns=pick(self.returns),
             scores=self.scores[index],
+            token_rewards=pick(self.token_rewards),
         )
+
+
+def gae_advantages(
+    token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, settings: PPOSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over ``values`` [B, T], whitened over every valid token of every rank; returns
+    ``(advantages, returns)``, both [B, T]."""
+    raw, returns = gae(token_rewards, values, mask, settings.gamma, settings.lam)
+    return global_masked_whiten(raw, mask), returns
 
 
 @torch.no_grad()
@@ -159,15 +173,13 @@ def make_experience(
     """Old logprobs (and values) from ``model``, KL, shaped rewards and advantages (module doc).
 
     ``ref_logprobs`` [B, T] come from the frozen reference (None: no KL, it is 0);
-    ``scores`` [B] are the ADLF rewards. ``old_logprobs`` [B, T] (the engine's, group
-    baselines only) stand in for the old policy in the KL and skip the forward: the update
-    then takes the old policy from its own forward. Rows of one prompt group must be adjacent
-    and on one rank for ``grpo``/``rloo``.
+    ``scores`` [B] are the ADLF rewards. ``old_logprobs`` [B, T] (the engine's) stand in for
+    the old policy in the KL and skip the forward: the update then takes the old policy (and
+    for ``gae`` the old values) from its own forward. Rows of one prompt group must be
+    adjacent and on one rank for ``grpo``/``rloo``.
     """
     mask = batch["response_mask"].float()
     advantage, temperature = settings.advantage, settings.temperature
-    if old_logprobs is not None and advantage == "gae":
-        raise ValueError("GAE needs the values of the old policy's forward")
     out = {}
     if old_logprobs is None:
         out = response_forward(model, batch, temperature, with_values=advantage == "gae")
@@ -176,12 +188,12 @@ def make_experience(
         ref_logprobs = policy_logprobs
     kl = kl_estimate(policy_logprobs, ref_logprobs, settings.kl_estimator) * mask
     penalty = 0.0 if settings.kl_in_loss else settings.beta
-    values = returns = None
+    values = returns = advantages = token_rewards = None
     if advantage == "gae":
-        values = out["values"] * mask
         token_rewards = per_token_rewards(scores, kl, mask, penalty)
-        raw, returns = gae(token_rewards, values, mask, settings.gamma, settings.lam)
-        advantages = global_masked_whiten(raw, mask)
+        if old_logprobs is None:
+            values = out["values"] * mask
+            advantages, returns = gae_advantages(token_rewards, values, mask, settings)
     else:
         sequence_return = scores - penalty * kl.sum(dim=1)
         per_sequence = group_advantages(
@@ -198,6 +210,7 @@ def make_experience(
         values,
         returns,
         scores,
+        token_rewards,
     )
 
 
@@ -216,24 +229,23 @@ def ppo_update(
     on_policy = experience.old_logprobs is None
     if on_policy and (epochs, num_minibatches) != (1, 1):
         raise ValueError("without old logprobs the update must be one epoch of one minibatch")
-    if on_policy:
-        experience.old_logprobs = torch.zeros_like(experience.mask)
     totals: dict[str, float] = {}
     steps = skipped = 0
     for _ in range(epochs):
         order = torch.randperm(rows, generator=generator)
         for index in torch.tensor_split(order, num_minibatches):
-            part = experience.rows(index)
+            part = experience if on_policy else experience.rows(index)
+            with_values = part.values is not None or part.advantages is None
             out = response_forward(
-                model,
-                part.batch,
-                settings.temperature,
-                with_values=part.values is not None,
-                with_entropy=True,
+                model, part.batch, settings.temperature, with_values, with_entropy=True
             )
-            if on_policy:
+            if on_policy:  # the old policy (and old values) are this forward's
                 part.old_logprobs = out["logprobs"].detach() * part.mask
-                experience.old_logprobs[index] = part.old_logprobs
+            if part.advantages is None:
+                part.values = out["values"].detach() * part.mask
+                part.advantages, part.returns = gae_advantages(
+                    part.token_rewards, part.values, part.mask, settings
+                )
             loss, stats = policy_loss(
                 out["logprobs"], part.old_logprobs, part.advantages, part.mask, settings.clip_eps
             )

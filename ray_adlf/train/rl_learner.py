@@ -12,10 +12,10 @@ Passes a round makes over the shard:
 - reference logprobs: none here; rank 0 ran the round's one reference pass over every row
   (``reference_logprobs``, or the reference actor) before the rewards, for the KL and the
   fluency signal alike, and the rows arrive with the shard;
-- old logprobs (and values): one forward, except for group baselines with one epoch of one
-  minibatch and a float32 engine: there the update's own forward is the old policy (the ratio
-  is exactly 1), and the KL uses the engine's logprobs (a float32 engine matches the learner to
-  ~1e-7; a bf16/fp16 engine would bias the KL, so it keeps the forward);
+- old logprobs (and values): one forward, except with one epoch of one minibatch and a float32
+  engine: there the update's own forward is the old policy (the ratio is exactly 1) and gives
+  the old values for GAE, and the KL uses the engine's logprobs (a float32 engine matches the
+  learner to ~1e-7; a bf16/fp16 engine would bias the KL, so it keeps the forward);
 - the PPO update (``ppo_learner.ppo_update``).
 """
 
@@ -165,8 +165,7 @@ class RLLearner:
         batch = shard.tensors(pad_id, self.device)
         ref_logprobs = batch.get("ref_logprobs")
         on_policy = (
-            ppo.advantage != "gae"
-            and ppo.ppo_epochs == 1
+            ppo.ppo_epochs == 1
             and self.num_minibatches == 1
             and cfg.rollout.rollout_dtype == "float32"
         )

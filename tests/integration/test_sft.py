@@ -168,6 +168,19 @@ def registered_checkpoints(run_dir: Path) -> str:
     return snapshot.read_text() if snapshot.exists() else ""
 
 
+def settled_checkpoints(run_dir: Path, quiet_s: float = 3.0) -> str:
+    """``registered_checkpoints`` once it has not changed for ``quiet_s``: the killed driver's
+    Train controller is an actor of the cluster and may still register the checkpoint its
+    workers reported in the moments after the driver died."""
+    seen, since = registered_checkpoints(run_dir), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        time.sleep(0.1)
+        now = registered_checkpoints(run_dir)
+        if now != seen:
+            seen, since = now, time.monotonic()
+    return seen
+
+
 def train_workers() -> list[psutil.Process]:
     """This test cluster's Ray Train worker processes."""
     found = []
@@ -230,7 +243,7 @@ def test_driver_killed_during_a_checkpoint_write_reruns_to_the_same_model(
             time.sleep(0.002)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    registered = registered_checkpoints(run_dir)
+    registered = settled_checkpoints(run_dir)
     resume_step = 2 * STEPS_PER_EPOCH if second_checkpoint.name in registered else STEPS_PER_EPOCH
     assert f"step_{STEPS_PER_EPOCH:06d}" in registered
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

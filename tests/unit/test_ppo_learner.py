@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ray_adlf.models.loading import load_causal_lm
-from ray_adlf.models.policy import pack_sequences, response_forward
+from ray_adlf.models.policy import PolicyWithValue, pack_sequences, response_forward
 from ray_adlf.train.ppo_learner import PPOSettings, make_experience, ppo_update
 
 PROMPTS = [[4, 205, 279], [4, 300, 301], [4, 205, 266], [4, 349, 335]]
@@ -19,10 +19,10 @@ def experience_of(model, advantage, beta=0.0, old_logprobs=None, ref=None):
     return make_experience(model, ref, batch, SCORES, settings, old_logprobs=old_logprobs)
 
 
-def update(model, experience, epochs=1):
+def update(model, experience, epochs=1, vf_coef=0.0):
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    settings = PPOSettings(epochs=epochs, vf_coef=0.0, max_grad_norm=0.0)
+    settings = PPOSettings(lam=1.0, epochs=epochs, vf_coef=vf_coef, max_grad_norm=0.0)
     return ppo_update(
         model, optimizer, scheduler, experience, settings, torch.Generator().manual_seed(0)
     )
@@ -49,8 +49,6 @@ def test_without_a_reference_the_kl_is_zero():
     mask = pack_sequences(PROMPTS, RESPONSES, 0)["response_mask"].float()
     exp = experience_of(None, "grpo", beta=0.5, old_logprobs=-mask)
     assert exp.kl.abs().sum() == 0
-    with pytest.raises(ValueError, match="GAE needs"):
-        experience_of(None, "gae", old_logprobs=-mask)
 
 
 def test_one_step_on_its_own_forward_equals_the_step_after_an_old_logprob_pass():
@@ -78,3 +76,28 @@ def test_without_old_logprobs_more_than_one_step_is_refused():
     exp = experience_of(None, "grpo", old_logprobs=-mask)
     with pytest.raises(ValueError, match="one epoch of one minibatch"):
         update(load_causal_lm("tiny"), exp, epochs=2)
+
+
+def test_gae_on_its_own_forward_equals_the_step_after_an_old_logprob_and_value_pass():
+    # One epoch of one minibatch: the update's forward gives the old policy and the old values,
+    # so skipping the experience forward changes nothing (the value loss included).
+    torch.manual_seed(0)
+    model = PolicyWithValue(load_causal_lm("tiny"), load_causal_lm("tiny"))
+    torch.nn.init.normal_(model.value_head.linear.weight, std=0.1)
+    twin = PolicyWithValue(load_causal_lm("tiny"), load_causal_lm("tiny"))
+    twin.load_state_dict(model.state_dict())
+    batch = pack_sequences(PROMPTS, RESPONSES, 0)
+    with torch.no_grad():
+        exact = response_forward(model.policy, batch, 1.0, with_values=False)["logprobs"]
+    ref = exact - 0.1
+    with_pass = experience_of(model, "gae", beta=0.5, ref=ref)
+    on_policy = experience_of(twin, "gae", beta=0.5, old_logprobs=exact, ref=ref)
+    assert on_policy.advantages is None and on_policy.values is None
+    assert torch.allclose(on_policy.kl, with_pass.kl, atol=1e-6)
+    stats_a, stats_b = update(model, with_pass, vf_coef=0.5), update(twin, on_policy, vf_coef=0.5)
+    for key in ("policy_loss", "value_loss", "value_clip_fraction", "clip_fraction"):
+        assert stats_a[key] == pytest.approx(stats_b[key], abs=1e-6), key
+    assert torch.allclose(on_policy.advantages, with_pass.advantages, atol=1e-5)
+    assert torch.allclose(on_policy.returns, with_pass.returns, atol=1e-5)
+    for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
