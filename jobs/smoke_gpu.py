@@ -171,7 +171,7 @@ class RLRun:
         self.engine = HFEngine(model_path, seed=cfg.run.seed, device=str(device))
         self.reward_model, self.rm_tokenizer = load_reward_model(reward_dir)
         self.reward_model.to(device)
-        self.closing = closing_ids(self.rm_tokenizer, "standard")
+        self.closing = closing_ids(self.rm_tokenizer, "standard") or []
 
     def round(self, round_index: int) -> dict[str, float]:
         from ray_adlf.engines.base import SamplingParams

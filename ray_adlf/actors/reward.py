@@ -87,8 +87,10 @@ class RewardPool:
         reward_model: str | None,
         num_workers: int = 0,
         signals: Collection[str] | None = None,
+        phase: str = "reward",
     ) -> RewardPool:
-        """``--num_reward_workers`` (or ``num_workers``) actors with the reward phase's CPUs."""
+        """``--num_reward_workers`` (or ``num_workers``) actors with ``--reward_num_cpus`` each
+        and the threads of ``phase`` (``cpu_plan.phase_threads``)."""
         res = cfg.resources
         return cls(
             cfg.rewards,
@@ -99,7 +101,7 @@ class RewardPool:
             num_workers or res.num_reward_workers,
             res.reward_num_cpus,
             max_restarts=res.actor_max_restarts,
-            num_threads=phase_threads(cfg)["single" if num_workers == 1 else "reward"],
+            num_threads=phase_threads(cfg)[phase],
             signals=signals,
         )
 

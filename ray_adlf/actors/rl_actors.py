@@ -64,7 +64,12 @@ class RLActors:
             actors.reward = RewardPool.from_config(cfg, policy_path, external)
             if cfg.ppo.eval_every:
                 actors.eval = RewardPool.from_config(
-                    cfg, policy_path, eval_reward_model_path, num_workers=1, signals=("external",)
+                    cfg,
+                    policy_path,
+                    eval_reward_model_path,
+                    num_workers=1,
+                    signals=("external",),
+                    phase="single",
                 )
             if cfg.rewards.use_debate_reward:
                 actors.critique = CritiquePool.from_config(cfg, policy_path, policy_path)

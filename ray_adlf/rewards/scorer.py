@@ -67,14 +67,16 @@ def question_text(context: Sequence[Turn]) -> str:
     return "\n".join(t.content for t in context)
 
 
-def closing_ids(tokenizer, token_format: str) -> list[int]:
+def closing_ids(tokenizer, token_format: str) -> list[int] | None:
     """The ids a rendered conversation has after an assistant turn's content (its closing
-    marker and what follows), e.g. ``[</assistant>]`` for ``role_markers``."""
+    marker and what follows), e.g. ``[</assistant>]`` for ``role_markers``; None when the
+    format does not render a turn as prompt + content + closing (its rows are then rendered
+    from the text)."""
     context = [Turn("user", "hi")]
     text, _ = render_conversation([*context, Turn("assistant", "ok")], tokenizer, token_format)
     before = render_prompt(context, tokenizer, token_format) + "ok"
     if not text.startswith(before):
-        raise ValueError(f"the {token_format} rendering does not end a turn after its content")
+        return None
     return tokenizer(text[len(before) :], add_special_tokens=False)["input_ids"]
 
 
@@ -115,7 +117,7 @@ class RewardScorer:
             policy_tokenizer = load_tokenizer(policy_model)
             prepare_tokenizer(policy_tokenizer, token_format)
             if policy_tokenizer.get_vocab() == self.rm_tokenizer.get_vocab():
-                self.rm_closing = closing_ids(self.rm_tokenizer, token_format)
+                self.rm_closing = closing_ids(self.rm_tokenizer, token_format)  # None: from text
         if "coherence" in wanted:
             self.embedder = SentenceEmbedder()
         if "plugin" in wanted:
