@@ -294,6 +294,11 @@ class ResourcesConfig:
     actor_max_restarts: int = _flag(
         2, "Ray restarts of each rollout, reward or critique actor that dies", NON_NEGATIVE
     )
+    weight_sync: Literal["object_store", "collective"] = _flag(
+        "object_store",
+        "how the learner's weights reach the engines: one object in Ray's object store, or a "
+        "gloo/NCCL broadcast in buckets",
+    )
 
 
 @dataclass

@@ -8,34 +8,40 @@ persona and its seed, and judges its own requests, so sharing changes no verdict
 get one actor each (their calls wait on the network, not the cores). Each round sends every
 actor its critics' requests at once; the pool waits for all of them before the next round
 (round r + 1 needs round r's critiques).
-``sync_weights`` gives critics on the policy the learner's new weights (the object the rollout
-pool put, shared: one push a round) as version 1, 2, ...
+Critics on the policy receive the learner's weights from the rollout pool's push (the actors in
+``policy_actors`` join its ``WeightSync``: one push a round, verified by fingerprint);
+``follow`` tells the pool which version they now hold.
 
 Faults: an actor that dies is restarted by Ray (``max_restarts``) and the call it was serving
 is run again on the new process (``max_task_retries``). Judging is a function of the requests,
 the weights and the pool's call count (the sampling seed), so the retried call gives the
 verdicts the lost one would have, each counted once. Every ``judge`` call carries the pool's
-weights version and (boxed in a list, so Ray does not fetch it unless asked) the ref of the
-latest weights; a restarted critic on the policy, back at version 0, loads them first.
+weights version and the last object-store push (``weight_sync.LatestWeights``); a restarted
+critic on the policy, back at version 0, loads and verifies it first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import ray
+import torch
 
 from ray_adlf.actors.group import ActorGroup
+from ray_adlf.actors.weight_sync import LatestWeights, WeightReceiver
 from ray_adlf.config import Config
 from ray_adlf.cpu_plan import phase_threads
 from ray_adlf.data.records import Turn
 from ray_adlf.debate.critics import CriticSpec, make_backend, make_critic
 from ray_adlf.debate.protocol import DebateResult, JudgeRequest, Verdict, run_debate
-from ray_adlf.engines.weights import PackedWeights, unpack_state_dict
+from ray_adlf.engines.weights import Fingerprint
+
+CRITIC_DTYPE = "float32"
+"""The dtype local critics run in (``debate.critics.HFCriticBackend``)."""
 
 
 @ray.remote
-class CritiqueActor:
+class CritiqueActor(WeightReceiver):
     """Critics (``debate.critics.Critic``) sharing one backend in one Ray actor process."""
 
     def __init__(self, specs: list[CriticSpec]) -> None:
@@ -52,18 +58,25 @@ class CritiqueActor:
         requests: list[list[JudgeRequest]],
         call: int,
         version: int,
-        latest_weights: list[ray.ObjectRef],
+        latest: LatestWeights | None,
     ) -> list[list[Verdict]]:
         """Each critic's ``Critic.judge(its requests, call)`` with the policy's weights
-        ``version`` (loaded from ``latest_weights[0]`` first when these critics follow the
-        policy and hold another)."""
+        ``version`` (``latest`` loaded and verified first when these critics follow the policy
+        and hold another)."""
         if self.follows_policy and self.version != version:
-            self.load_weights(ray.get(latest_weights[0]), version)
+            if latest is None or latest.version != version:
+                raise RuntimeError(
+                    f"critics on the policy hold weights {self.version}, the pool expects "
+                    f"{version} and has no copy of them to catch up from; resume from the "
+                    "last checkpoint"
+                )
+            self.catch_up(latest, CRITIC_DTYPE, "CritiqueActor on the policy")
         return [critic.judge(batch, call) for critic, batch in zip(self.critics, requests)]
 
-    def load_weights(self, packed: PackedWeights, version: int) -> None:
-        self.backend.load_state_dict(unpack_state_dict(packed))
+    def install_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> Fingerprint:
+        self.backend.load_state_dict(state_dict)
         self.version = version
+        return self.backend.fingerprint()
 
 
 def critic_groups(specs: Sequence[CriticSpec]) -> list[list[int]]:
@@ -144,7 +157,7 @@ class CritiquePool:
         ]
         self.rounds, self.aggregate = rounds, aggregate
         self.version = self.calls = 0
-        self._latest_weights: list[ray.ObjectRef] = []
+        self._latest: LatestWeights | None = None
 
     @classmethod
     def from_config(cls, cfg: Config, policy_model: str, reference_model: str) -> CritiquePool:
@@ -164,7 +177,7 @@ class CritiquePool:
         self.calls += 1
         refs = [
             actor.judge.remote(
-                [requests[k] for k in members], self.calls, self.version, self._latest_weights
+                [requests[k] for k in members], self.calls, self.version, self._latest
             )
             for actor, members in zip(self.group.actors, self.groups)
         ]
@@ -182,14 +195,10 @@ class CritiquePool:
             contexts, responses, self.num_critics, self.rounds, self.aggregate, self._judge
         )
 
-    def sync_weights(self, weights: ray.ObjectRef) -> None:
-        """Load the learner's new weights (``weights``: the packed state dict the rollout pool
-        put in the object store, shared) into the critics that run on the policy."""
-        if not self.policy_actors:
-            return
-        self.version += 1
-        self._latest_weights = [weights]
-        ray.get([actor.load_weights.remote(weights, self.version) for actor in self.policy_actors])
+    def follow(self, version: int, latest: LatestWeights | None) -> None:
+        """The critics on the policy now hold weights ``version`` (pushed to them as receivers
+        of the rollout pool's ``WeightSync``); ``latest`` is that push, for catching up."""
+        self.version, self._latest = version, latest
 
     def shutdown(self) -> None:
         self.group.shutdown()

@@ -12,8 +12,9 @@ waiting for the models to load (``wait_ready`` waits for all of them at once):
   uses the reference (``uses_reference``).
 
 Each process gets the threads of its phase (``cpu_plan.phase_threads``). ``push_weights``
-packs the policy's state dict and puts it in the object store once; the rollout engines and
-the critics that run on the policy load that one object.
+sends the policy's state dict once (``--weight_sync``: one object in the object store, or one
+collective broadcast) to the rollout engines and the critics that run on the policy, and
+checks every receiver's fingerprint of what it loaded.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ray_adlf.actors.critique import CritiquePool
+from ray_adlf.actors.critique import CRITIC_DTYPE, CritiquePool
 from ray_adlf.actors.group import wait_ready
 from ray_adlf.actors.reference import ReferenceActorPool
 from ray_adlf.actors.reward import RewardPool
@@ -73,6 +74,8 @@ class RLActors:
                 )
             if cfg.rewards.use_debate_reward:
                 actors.critique = CritiquePool.from_config(cfg, policy_path, policy_path)
+                followers = actors.critique.policy_actors
+                actors.rollout.sync.add(followers, CRITIC_DTYPE, "CritiqueActor", on_gpu=False)
             if cfg.ppo.reference_placement == "actor" and uses_reference(cfg):
                 actors.reference = ReferenceActorPool(
                     policy_path,
@@ -95,12 +98,12 @@ class RLActors:
         wait_ready([pool.group for pool in self.pools()], timeout_s)
 
     def push_weights(self, state_dict: Mapping[str, torch.Tensor]) -> float:
-        """One pack and ``ray.put`` of the policy's weights, loaded by every consumer; returns
-        the seconds it took."""
+        """One verified push of the policy's weights to every consumer (the rollout pool's
+        ``WeightSync``, which the critics on the policy joined); returns the seconds it took."""
         started = time.perf_counter()
-        self.rollout.sync_weights(state_dict)
+        version = self.rollout.sync_weights(state_dict)
         if self.critique is not None:
-            self.critique.sync_weights(self.rollout.latest_weights)
+            self.critique.follow(version, self.rollout.sync.latest)
         return time.perf_counter() - started
 
     def shutdown(self) -> None:

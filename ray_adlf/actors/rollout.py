@@ -8,34 +8,41 @@ the stage's cores in its phase; otherwise ``floor(num_cpus)``, at least 1).
 
 - ``generate``: splits the prompts into N contiguous shards (sizes differ by at most one),
   runs them in parallel and concatenates the results in prompt order. Every call carries the
-  pool's weights version and (boxed in a list, so Ray does not fetch it unless asked) the
-  object ref of the latest weights; an actor whose engine holds another version - a restarted
-  actor is back at version 0 - loads those weights before it serves the shard.
+  pool's weights version and the last object-store push (``weight_sync.LatestWeights``: Ray
+  fetches its ref only if asked); an actor whose engine holds another version - a restarted
+  actor is back at version 0 - loads and verifies those weights before it serves the shard.
 - Failures: a shard whose actor is restarting (``ActorUnavailableError``, Ray's
   ``max_restarts``) is resubmitted to the same actor until it answers or ``retry_timeout_s``
   passes; an actor that is dead for good (``ActorDiedError``: restarts used up) fails the call.
-- ``sync_weights``: packs the state dict (``engines.weights``), ``ray.put``s it once, and every
-  actor loads it from the object store; returns the new version (1, 2, ...). An actor that is
-  down during the sync catches up on its next shard through the same ref.
+- ``sync_weights``: the pool's ``WeightSync`` (``actors.weight_sync``: object store or
+  collective, ``--weight_sync``) pushes the state dict to every actor (and to any other
+  receiver added to it, such as critics on the policy) and verifies each one's fingerprint;
+  returns the new version (1, 2, ...). An actor that is down during an object-store sync
+  catches up on its next shard.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import ray
 import torch
 
 from ray_adlf.actors.group import ActorGroup
+from ray_adlf.actors.weight_sync import (
+    LatestWeights,
+    SyncMethod,
+    SyncTiming,
+    WeightReceiver,
+    WeightSync,
+)
 from ray_adlf.config import Config
 from ray_adlf.cpu_plan import phase_threads
 from ray_adlf.engines.base import GenerationBatch, SamplingParams, ShardTiming, check_prompts
 from ray_adlf.engines.select import EngineName, build_engine, choose_engine
-from ray_adlf.engines.weights import PackedWeights, pack_state_dict, unpack_state_dict
+from ray_adlf.engines.weights import Fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +50,7 @@ RETRY_BACKOFF_S = 0.5
 
 
 @ray.remote
-class RolloutActor:
+class RolloutActor(WeightReceiver):
     """One engine in one Ray actor process."""
 
     def __init__(
@@ -56,7 +63,7 @@ class RolloutActor:
         seed: int,
         trust_remote_code: bool,
     ) -> None:
-        self.index = index
+        self.index, self.dtype = index, dtype
         self.engine = build_engine(
             engine,
             model_name,
@@ -72,27 +79,26 @@ class RolloutActor:
     def version(self) -> int:
         return self.engine.version
 
-    def load_weights(self, packed: PackedWeights, version: int) -> float:
-        """Load ``packed`` as weights ``version``; returns the engine's load time in seconds."""
-        start = time.perf_counter()
-        self.engine.load_weights(unpack_state_dict(packed), version)
-        return time.perf_counter() - start
+    def install_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> Fingerprint:
+        self.engine.load_weights(state_dict, version)
+        return self.engine.fingerprint()
 
     def generate(
         self,
         prompt_ids: list[list[int]],
         params: SamplingParams,
         version: int,
-        latest_weights: list[ray.ObjectRef],
+        latest: LatestWeights | None,
     ) -> tuple[GenerationBatch, float]:
-        """Serve a shard with weights ``version``, loading ``latest_weights[0]`` first if the
-        engine holds another version. Returns the batch and the catch-up load time (s)."""
+        """Serve a shard with weights ``version``, loading (and verifying) ``latest`` first if
+        the engine holds another version. Returns the batch and the catch-up load time (s)."""
         load_s = 0.0
         if self.engine.version != version:
-            if not latest_weights:
+            if latest is None or latest.version != version:
                 raise RuntimeError(
                     f"RolloutActor {self.index} holds weights {self.engine.version}, the pool "
-                    f"expects {version} but sent no weights"
+                    f"expects {version} and has no copy of them to catch up from (a restarted "
+                    "actor cannot rejoin --weight_sync collective); resume from the last checkpoint"
                 )
             logger.warning(
                 "RolloutActor %d: loading weights %d (had %d) before serving",
@@ -100,20 +106,8 @@ class RolloutActor:
                 version,
                 self.engine.version,
             )
-            load_s = self.load_weights(ray.get(latest_weights[0]), version)
+            load_s = self.catch_up(latest, self.dtype, f"RolloutActor {self.index}")
         return self.engine.generate(prompt_ids, params), load_s
-
-
-@dataclass
-class SyncTiming:
-    """Seconds spent in the last ``sync_weights``: packing, ``ray.put``, each actor's engine
-    load (inside the actor), and the whole call as the driver saw it."""
-
-    pack_s: float
-    put_s: float
-    load_s: list[float]
-    total_s: float
-    nbytes: int
 
 
 class RolloutPool:
@@ -134,6 +128,8 @@ class RolloutPool:
         trust_remote_code: bool = False,
         retry_timeout_s: float = 600.0,
         num_threads: int = 0,
+        weight_sync: SyncMethod = "object_store",
+        nccl: bool = False,
     ) -> None:
         if engine not in ("vllm", "hf"):
             raise ValueError(
@@ -153,8 +149,8 @@ class RolloutPool:
             num_threads=num_threads,
         )
         self._version = 0
-        self._latest_weights: list[ray.ObjectRef] = []
-        self.last_sync: SyncTiming | None = None
+        self.sync = WeightSync(weight_sync, nccl)
+        self.sync.add(self.group.actors, dtype, "RolloutActor", on_gpu=num_gpus > 0)
 
     @classmethod
     def from_config(cls, cfg: Config, model_name: str) -> RolloutPool:
@@ -172,12 +168,14 @@ class RolloutPool:
             seed=cfg.run.seed,
             trust_remote_code=cfg.model.trust_remote_code,
             num_threads=phase_threads(cfg)["rollout"],
+            weight_sync=res.weight_sync,
+            nccl=res.use_gpu,
         )
 
     @property
-    def latest_weights(self) -> ray.ObjectRef | None:
-        """The object ref of the last synced (packed) weights, for other consumers."""
-        return self._latest_weights[0] if self._latest_weights else None
+    def last_sync(self) -> SyncTiming | None:
+        """Where the last ``sync_weights`` spent its time."""
+        return self.sync.last
 
     @property
     def version(self) -> int:
@@ -202,7 +200,7 @@ class RolloutPool:
         def submit(k: int) -> None:
             begin, end = shards[k]
             ref = self.group.actors[k].generate.remote(
-                prompts[begin:end], params.for_shard(begin), self._version, self._latest_weights
+                prompts[begin:end], params.for_shard(begin), self._version, self.sync.latest
             )
             submitted[ref] = k
 
@@ -247,39 +245,13 @@ class RolloutPool:
         return GenerationBatch.concat(ordered)
 
     def sync_weights(self, state_dict: Mapping[str, torch.Tensor]) -> int:
-        """Send ``state_dict`` (HF parameter names) to every actor: one ``ray.put``, N loads.
-
-        Returns the new version. ``last_sync`` records where the time went.
-        """
-        start = time.perf_counter()
-        packed = pack_state_dict(state_dict)
-        packed_at = time.perf_counter()
-        ref = ray.put(packed)
-        put_at = time.perf_counter()
+        """Push ``state_dict`` (HF parameter names) to every receiver (the actors, and any
+        added to ``sync``), verified; returns the new version (``last_sync``: the timings)."""
         self._version += 1
-        self._latest_weights = [ref]
-        loads = [actor.load_weights.remote(ref, self._version) for actor in self.group.actors]
-        load_s = []
-        for k, load in enumerate(loads):
-            try:
-                load_s.append(ray.get(load))
-            except ray.exceptions.ActorUnavailableError as err:
-                logger.warning(
-                    "RolloutActor %d missed weights %d (%s); it loads them before its next shard",
-                    k,
-                    self._version,
-                    err,
-                )
-                load_s.append(math.nan)
-        self.last_sync = SyncTiming(
-            pack_s=packed_at - start,
-            put_s=put_at - packed_at,
-            load_s=load_s,
-            total_s=time.perf_counter() - start,
-            nbytes=packed.nbytes,
-        )
+        self.sync.push(state_dict, self._version)
         return self._version
 
     def shutdown(self) -> None:
         """Kill the actors (no restart)."""
+        self.sync.close()
         self.group.shutdown()

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -42,6 +42,7 @@ from ray_adlf.debate.protocol import (
     expected_score,
     parse_score_text,
 )
+from ray_adlf.engines.weights import Fingerprint, weights_fingerprint
 from ray_adlf.http_json import (
     DEFAULT_MAX_RESPONSE_BYTES,
     HTTPJSONError,
@@ -123,9 +124,13 @@ class HFCriticBackend:
                 masses.append([float(row[t].sum()) for t in self.score_token_ids])
         return masses
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         """New weights (a critic on the policy follows the learner)."""
         self.model.load_state_dict(state)
+
+    def fingerprint(self) -> Fingerprint:
+        """``weights_fingerprint`` of the model's weights as loaded."""
+        return weights_fingerprint(self.model.state_dict())
 
 
 def completions_url(base_url: str) -> str:

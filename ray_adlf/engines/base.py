@@ -186,6 +186,10 @@ class Engine(Protocol):
         """Replace the model's weights (HF parameter names, full tensors) and set ``version``."""
         ...
 
+    def fingerprint(self) -> dict[str, tuple[float, float, int]]:
+        """``engines.weights.weights_fingerprint`` of the weights the engine holds."""
+        ...
+
 
 def check_prompts(prompt_ids: Sequence[Sequence[int]]) -> None:
     """Engines need at least one prompt and at least one token per prompt."""

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ray_adlf.engines.base import GenerationBatch, SamplingParams, check_prompts, eos_token_ids
+from ray_adlf.engines.weights import Fingerprint, weights_fingerprint
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 
 
@@ -134,6 +135,10 @@ class HFEngine:
         with torch.no_grad():
             self.model.load_state_dict(state_dict, strict=True)
         self._version = version
+
+    def fingerprint(self) -> Fingerprint:
+        """Of the model's own state dict, read back after loading."""
+        return weights_fingerprint(self.model.state_dict())
 
     def _rng_devices(self) -> list[torch.device]:
         return [self.device] if self.device.type == "cuda" else []

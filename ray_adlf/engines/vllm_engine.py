@@ -19,6 +19,11 @@ is unset, asks for most of the node's memory to be free, which fails on a machin
 a learner. Unset, it is set to ``CPU_KV_CACHE_GIB`` (ample for rollouts of small models; export
 a larger value for long sequences or large batches).
 
+Fingerprint: vLLM on CPU re-packs the linear layers' weights into its kernels' layout and keeps
+no readable copy (their parameters are empty), so ``fingerprint`` is of the tensors handed to
+``reload_weights`` in the engine's process, cast to the engine's dtype: it catches a wrong,
+stale, missing or corrupted transfer, not a fault inside vLLM's own loader.
+
 Seeds: an engine-level ``seed``; a request seed ``seed + i * n`` for prompt ``i`` when
 ``SamplingParams.seed`` is set (vLLM gives the ``n`` children ``seed + i * n + j``). Per-request
 seeds are slow on CPU, so unseeded calls pass none.
@@ -33,6 +38,7 @@ from collections.abc import Mapping
 import torch
 
 from ray_adlf.engines.base import GenerationBatch, SamplingParams, check_prompts, eos_token_ids
+from ray_adlf.engines.weights import Fingerprint, weights_fingerprint
 from ray_adlf.models.loading import resolve_model_path
 
 CPU_KV_CACHE_GIB = 2
@@ -69,7 +75,9 @@ class VLLMEngine:
             generation_config="vllm",
         )
         self.eos_ids = eos_token_ids(path, trust_remote_code)
+        self.dtype = dtype
         self._version = 0
+        self._fingerprint: Fingerprint = {}
 
     @property
     def version(self) -> int:
@@ -134,3 +142,8 @@ class VLLMEngine:
         )
         self.llm.reset_prefix_cache()
         self._version = version
+        self._fingerprint = weights_fingerprint(state_dict, self.dtype)
+
+    def fingerprint(self) -> Fingerprint:
+        """Of the last loaded weights (module docstring); empty before the first load."""
+        return self._fingerprint

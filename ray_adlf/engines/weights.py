@@ -10,10 +10,18 @@ the shared-memory buffer.
 ``unpack_state_dict`` turns those buffers back into tensors without copying; engines then copy
 them into their own parameters (``load_state_dict`` / vLLM ``load_weights``), which only read
 their source.
+
+Every sync verifies itself with ``weights_fingerprint``: per tensor, in float64 after casting to
+the engine's dtype, ``(sum x, sum x^2, numel)``. The engine computes it over the weights it
+holds after loading, the sender over what it meant to send; ``fingerprint_mismatches`` names the
+tensors whose fingerprints differ beyond float64 summation-order rounding, bounded by
+``|sum x| <= sqrt(n * sum x^2)``: a changed element, a stale, missing or partly loaded tensor
+shows; a permutation inside one tensor does not (no transfer fault looks like one).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,10 +50,22 @@ class PackedWeights:
         return sum(buffer.nbytes for buffer in self.buffers.values())
 
 
-def pack_state_dict(state_dict: Mapping[str, torch.Tensor]) -> PackedWeights:
-    """Byte views of ``state_dict`` (moved to CPU and made contiguous only where needed)."""
-    buffers: dict[str, np.ndarray] = {}
-    specs: dict[str, TensorSpec] = {}
+Fingerprint = dict[str, tuple[float, float, int]]
+"""Tensor name -> ``(sum x, sum x^2, numel)`` in float64 (``weights_fingerprint``)."""
+
+SUM_RTOL = 1e-9
+
+
+class WeightSyncError(RuntimeError):
+    """An engine's weights after a sync are not the weights the learner sent."""
+
+
+def distinct_tensors(
+    state_dict: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(stored, aliases)``: each storage once under its first name, and ``alias -> stored
+    name`` for tensors that share it (tied embeddings)."""
+    stored: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     stored_by_key: dict[tuple[int, torch.dtype, tuple[int, ...]], str] = {}
     for name, tensor in state_dict.items():
@@ -53,11 +73,26 @@ def pack_state_dict(state_dict: Mapping[str, torch.Tensor]) -> PackedWeights:
         key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
         if key in stored_by_key:
             aliases[name] = stored_by_key[key]
-            continue
-        stored_by_key[key] = name
+        else:
+            stored_by_key[key] = name
+            stored[name] = tensor
+    return stored, aliases
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def pack_state_dict(state_dict: Mapping[str, torch.Tensor]) -> PackedWeights:
+    """Byte views of ``state_dict`` (moved to CPU and made contiguous only where needed)."""
+    stored, aliases = distinct_tensors(state_dict)
+    buffers: dict[str, np.ndarray] = {}
+    specs: dict[str, TensorSpec] = {}
+    for name, tensor in stored.items():
         flat = tensor.to("cpu").contiguous().reshape(-1)
         buffers[name] = flat.view(torch.uint8).numpy()
-        specs[name] = TensorSpec(str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape))
+        specs[name] = TensorSpec(dtype_name(tensor.dtype), tuple(tensor.shape))
     return PackedWeights(buffers=buffers, specs=specs, aliases=aliases)
 
 
@@ -74,3 +109,44 @@ def unpack_state_dict(packed: PackedWeights) -> dict[str, torch.Tensor]:
             flat = torch.from_numpy(buffer).view(getattr(torch, spec.dtype))
             tensors[name] = flat.view(spec.shape)
     return tensors | {alias: tensors[stored] for alias, stored in packed.aliases.items()}
+
+
+@torch.no_grad()
+def weights_fingerprint(
+    state_dict: Mapping[str, torch.Tensor], dtype: str | None = None
+) -> Fingerprint:
+    """``name -> (sum x, sum x^2, numel)`` of every tensor, cast to ``dtype`` first (the
+    engine's; None keeps each tensor's own), summed in float64 on the tensor's device."""
+    fingerprint: Fingerprint = {}
+    for name, tensor in state_dict.items():
+        values = tensor.detach()
+        if dtype is not None:
+            values = values.to(getattr(torch, dtype))
+        values = values.double().reshape(-1)
+        fingerprint[name] = (values.sum().item(), torch.dot(values, values).item(), values.numel())
+    return fingerprint
+
+
+def fingerprint_mismatches(expected: Fingerprint, got: Fingerprint) -> list[str]:
+    """Names missing from ``got``, unexpected in it, or whose sums differ: ``sum x`` by more
+    than ``SUM_RTOL * sqrt(n * sum x^2)``, ``sum x^2`` by more than ``SUM_RTOL * sum x^2``
+    (float64 rounding of a different summation order stays far below both)."""
+    wrong = sorted(set(expected) ^ set(got))
+    for name in expected.keys() & got.keys():
+        (s1, s2, n), (g1, g2, m) = expected[name], got[name]
+        scale = math.sqrt(n * s2)
+        if n != m or abs(s1 - g1) > SUM_RTOL * scale or abs(s2 - g2) > SUM_RTOL * s2:
+            wrong.append(name)
+    return sorted(wrong)
+
+
+def verify_fingerprint(expected: Fingerprint, got: Fingerprint, where: str, version: int) -> None:
+    """Raise ``WeightSyncError`` naming the first tensors that differ after sync ``version``."""
+    wrong = fingerprint_mismatches(expected, got)
+    if wrong:
+        shown = ", ".join(wrong[:3]) + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else "")
+        raise WeightSyncError(
+            f"{where}: after weights sync {version}, {len(wrong)} of {len(expected)} tensors "
+            f"differ from the learner's ({shown}); the engine would sample from weights the "
+            "learner never had, so the run stops (resume from the last checkpoint)"
+        )

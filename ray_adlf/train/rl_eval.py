@@ -56,6 +56,8 @@ def round_metrics(
         "epoch": learner.stream.epoch,
         "bytes/weights": actors.rollout.last_sync.nbytes,
         "bytes/scatter": scattered_bytes,
+        "sync/verified": float(actors.rollout.last_sync.verified),
+        "sync/fingerprint_s": actors.rollout.last_sync.fingerprint_s,
         **{f"time/{k}": v for k, v in timings.items()},
     }
 

@@ -126,7 +126,12 @@ def test_resume_mid_epoch_and_at_epoch_boundary_equals_uninterrupted_and_beta_ad
     )
     pieces = tmp_path / "pieces"
     for stop_after in (2, 2, 0):
-        cfg = rl_config(pieces, run__stop_after_steps=stop_after, **settings)
+        cfg = rl_config(
+            pieces,
+            run__stop_after_steps=stop_after,
+            resources__weight_sync="collective",
+            **settings,
+        )
         cfg.run.resume = (pieces / "ray_train").exists()
         resumed = run_rlhf(cfg, records, resolve_model_path("tiny"), None)
     assert resumed["complete"] and resumed["resumed"]
@@ -150,7 +155,9 @@ def test_resume_mid_epoch_and_at_epoch_boundary_equals_uninterrupted_and_beta_ad
 def test_resume_with_the_debate_and_self_critique_equals_uninterrupted(tmp_path, records):
     # One critic on the reference and one on the policy (self-critique): after a resume the
     # policy critic must judge with the resumed weights and the critics' seeds must continue
-    # from the saved call count, or the rewards of rounds 3-4 differ.
+    # from the saved call count, or the rewards of rounds 3-4 differ. The stopped-and-resumed
+    # run syncs by gloo broadcast to the engine and the policy critic, the whole one through
+    # the object store: equal rewards show both deliver the same weights.
     settings = dict(
         ppo__rl_rounds=4,
         ppo__ppo_batch_size=8,
@@ -170,13 +177,19 @@ def test_resume_with_the_debate_and_self_critique_equals_uninterrupted(tmp_path,
     run_rlhf(rl_config(tmp_path / "whole", **settings), records, resolve_model_path("tiny"), None)
     pieces = tmp_path / "pieces"
     for stop_after in (2, 0):
-        cfg = rl_config(pieces, run__stop_after_steps=stop_after, **settings)
+        cfg = rl_config(
+            pieces,
+            run__stop_after_steps=stop_after,
+            resources__weight_sync="collective",
+            **settings,
+        )
         cfg.run.resume = (pieces / "ray_train").exists()
         resumed = run_rlhf(cfg, records, resolve_model_path("tiny"), None)
     assert resumed["complete"] and resumed["resumed"]
     whole = {r["step"]: r for r in read_metrics(tmp_path / "whole" / "metrics.jsonl")}
     parts = {r["step"]: r for r in read_metrics(pieces / "metrics.jsonl")}
     assert sorted(parts) == [1, 2, 3, 4]
+    assert all(parts[s]["sync/verified"] == 1.0 for s in parts)
     assert len({round(whole[s]["debate"], 9) for s in whole}) > 1  # the verdicts carry signal
     for step in (3, 4):
         assert parts[step]["debate"] == pytest.approx(whole[step]["debate"], abs=1e-9)

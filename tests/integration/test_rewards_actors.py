@@ -10,15 +10,15 @@ import torch
 from faults import actor_pid, kill_while_busy
 from transformers import AutoModelForSequenceClassification
 
-from ray_adlf.actors.critique import CritiquePool, critic_specs
+from ray_adlf.actors.critique import CRITIC_DTYPE, CritiquePool, critic_specs
 from ray_adlf.actors.group import wait_ready
 from ray_adlf.actors.reward import RewardPool, compute_adlf_rewards
+from ray_adlf.actors.weight_sync import WeightSync
 from ray_adlf.config import Config, RewardConfig, validate
 from ray_adlf.data.records import Turn
 from ray_adlf.data.sample import write_sample
 from ray_adlf.debate.critics import CriticSpec, make_critic
 from ray_adlf.debate.protocol import run_debate
-from ray_adlf.engines.weights import pack_state_dict
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 from ray_adlf.rewards.catalog import SignalInputs
 from ray_adlf.rewards.scorer import RewardScorer, make_combiner
@@ -182,7 +182,10 @@ def test_a_killed_critic_on_the_policy_comes_back_with_the_latest_weights(cluste
     assert expected != local_debate_scores(spec, initial, contexts, responses, call=1)
     pool = CritiquePool([spec], rounds=1, aggregate="mean", num_cpus=0.25)
     try:
-        pool.sync_weights(ray.put(pack_state_dict(synced)))
+        sync = WeightSync()  # as the rollout pool's push reaches the critics on the policy
+        sync.add(pool.policy_actors, CRITIC_DTYPE, "CritiqueActor", on_gpu=False)
+        sync.push(synced, 1)
+        pool.follow(1, sync.latest)
         victim = pool.group.actors[0]
         results, pid = kill_while_busy(victim, lambda: pool.debate(contexts, responses))
         assert actor_pid(victim) != pid

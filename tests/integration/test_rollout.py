@@ -18,8 +18,11 @@ import ray
 import torch
 from faults import actor_pid, kill_while_busy
 
+from ray_adlf.actors import weight_sync
 from ray_adlf.actors.rollout import RolloutPool
-from ray_adlf.engines import GenerationBatch, SamplingParams
+from ray_adlf.actors.weight_sync import WeightSync
+from ray_adlf.engines import GenerationBatch, SamplingParams, collective
+from ray_adlf.engines.weights import WeightSyncError
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer
 
 pytestmark = pytest.mark.integration
@@ -227,3 +230,56 @@ def test_killed_actor_comes_back_with_latest_weights(served, prompts):
     assert batch.version == version and len(batch) == len(work)
     assert served.pool.versions() == [version, version]
     assert_greedy_matches_learner(served, prompts)
+
+
+def corrupted(state_dict: dict, name: str = "model.layers.0.mlp.down_proj.weight") -> dict:
+    """``state_dict`` with one element of ``name`` nudged by 1e-3 (a copy; the learner's own
+    tensors stay as they are)."""
+    tensor = state_dict[name].clone()
+    tensor.view(-1)[7] += 1e-3
+    return {**state_dict, name: tensor}
+
+
+def use_sync(pool: RolloutPool, method: str) -> None:
+    """Give ``pool`` a fresh ``WeightSync`` of ``method`` over its actors."""
+    pool.sync.close()
+    pool.sync = WeightSync(method)
+    pool.sync.add(pool.group.actors, "float32", "RolloutActor", on_gpu=False)
+
+
+def test_collective_sync_serves_the_learner_weights(served, prompts):
+    use_sync(served.pool, "collective")
+    try:
+        for seed in (11, 12):  # the group is built on the first push, reused on the second
+            learner = perturb(served.learner, seed=seed)
+            version = served.pool.sync_weights(learner.state_dict())
+            served.learner = learner
+            assert served.pool.versions() == [version, version]
+            assert_greedy_matches_learner(served, prompts)
+        sync = served.pool.last_sync
+        assert sync.method == "collective" and sync.verified and len(sync.load_s) == 2
+        # Tied embeddings travel once: the bytes are the distinct tensors' bytes, at least.
+        stored = {t.data_ptr(): t for t in served.learner.state_dict().values()}
+        assert sync.nbytes >= sum(t.numel() * t.element_size() for t in stored.values())
+    finally:
+        use_sync(served.pool, "object_store")
+
+
+@pytest.mark.parametrize("method", ["object_store", "collective"])
+def test_a_corrupted_sync_is_caught(served, prompts, method, monkeypatch):
+    # The sender's copy of one tensor is corrupted after the learner's fingerprint is taken,
+    # as a transfer fault would: the engine loads it, its fingerprint differs, the push stops.
+    use_sync(served.pool, method)
+    try:
+        target = {"object_store": weight_sync, "collective": collective}[method]
+        real = target.pack_state_dict if method == "object_store" else target.distinct_tensors
+        with monkeypatch.context() as patch:
+            name = "pack_state_dict" if method == "object_store" else "distinct_tensors"
+            patch.setattr(target, name, lambda state: real(corrupted(dict(state))))
+            with pytest.raises(WeightSyncError, match=r"RolloutActor 0: .*down_proj"):
+                served.pool.sync_weights(served.learner.state_dict())
+        served.pool.sync_weights(served.learner.state_dict())  # a clean push mends it
+        assert served.pool.last_sync.verified
+        assert_greedy_matches_learner(served, prompts)
+    finally:
+        use_sync(served.pool, "object_store")
