@@ -102,8 +102,10 @@ def format_row(row: dict) -> str:
 
 def main() -> None:
     import ray
+    import transformers
 
     args = parse_args()
+    transformers.logging.disable_progress_bar()
     ray.init(num_cpus=max(4, args.engines + 1), include_dashboard=False, log_to_driver=False)
     print(f"engine {args.engine}, {args.engines} receiver(s), median of {args.repeats} pushes")
     print("| params | MiB | method | push s | send s | load s | fp s | MiB/s |")

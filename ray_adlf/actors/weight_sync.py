@@ -146,41 +146,38 @@ class WeightSync:
         self.receivers.on_gpu += [on_gpu] * len(actors)
 
     def push(self, state_dict: Mapping[str, torch.Tensor], version: int) -> SyncTiming:
-        """Send ``state_dict`` as weights ``version`` to every receiver and verify each."""
+        """Send ``state_dict`` as weights ``version`` to every receiver and verify each. The
+        sender's fingerprints are taken while the receivers load."""
         start = time.perf_counter()
-        fingerprints = {
-            dtype: weights_fingerprint(state_dict, dtype) for dtype in set(self.receivers.dtypes)
-        }
-        fingerprinted = time.perf_counter()
+        actors, dtypes = self.receivers.actors, self.receivers.dtypes
         if self.method == "object_store":
             packed = pack_state_dict(state_dict)
             prepared = time.perf_counter()
             ref = ray.put(packed)
             sent = time.perf_counter()
-            self.latest = LatestWeights(ref, version, fingerprints)
-            answers = self._gather(
-                [a.load_weights.remote(ref, version) for a in self.receivers.actors]
-            )
+            loads = [actor.load_weights.remote(ref, version) for actor in actors]
             nbytes = packed.nbytes
         else:
             group = self._connect()
             manifest = make_manifest(state_dict, self.bucket_bytes)
             prepared = time.perf_counter()
-            calls = [a.receive_weights.remote(manifest, version) for a in self.receivers.actors]
+            loads = [actor.receive_weights.remote(manifest, version) for actor in actors]
             group.send(state_dict, manifest)
             sent = time.perf_counter()
-            answers = ray.get(calls)
             nbytes = manifest.nbytes
-        for (_, got), dtype, label in zip(
-            answers, self.receivers.dtypes, self.receivers.labels, strict=True
-        ):
+        fingerprints = {dtype: weights_fingerprint(state_dict, dtype) for dtype in set(dtypes)}
+        fingerprinted = time.perf_counter()
+        if self.method == "object_store":
+            self.latest = LatestWeights(ref, version, fingerprints)
+        answers = self._gather(loads, version)
+        for (_, got), dtype, label in zip(answers, dtypes, self.receivers.labels, strict=True):
             if got is not None:
                 verify_fingerprint(fingerprints[dtype], got, label, version)
         self.last = SyncTiming(
             method=self.method,
-            prepare_s=prepared - fingerprinted,
+            prepare_s=prepared - start,
             send_s=sent - prepared,
-            fingerprint_s=fingerprinted - start,
+            fingerprint_s=fingerprinted - sent,
             load_s=[load_s for load_s, _ in answers],
             total_s=time.perf_counter() - start,
             nbytes=nbytes,
@@ -188,7 +185,9 @@ class WeightSync:
         )
         return self.last
 
-    def _gather(self, loads: list[ray.ObjectRef]) -> list[tuple[float, Fingerprint | None]]:
+    def _gather(
+        self, loads: list[ray.ObjectRef], version: int
+    ) -> list[tuple[float, Fingerprint | None]]:
         """Each receiver's answer; one that is restarting missed the push: it loads ``latest``
         before it next serves (``WeightReceiver.catch_up``), so it is logged, not fatal."""
         answers: list[tuple[float, Fingerprint | None]] = []
@@ -196,9 +195,7 @@ class WeightSync:
             try:
                 answers.append(ray.get(load))
             except ray.exceptions.ActorUnavailableError as err:
-                logger.warning(
-                    "%s missed weights %d (%s); it catches up", label, self.latest.version, err
-                )
+                logger.warning("%s missed weights %d (%s); it catches up", label, version, err)
                 answers.append((math.nan, None))
         return answers
 

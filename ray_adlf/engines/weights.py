@@ -54,6 +54,7 @@ Fingerprint = dict[str, tuple[float, float, int]]
 """Tensor name -> ``(sum x, sum x^2, numel)`` in float64 (``weights_fingerprint``)."""
 
 SUM_RTOL = 1e-9
+FINGERPRINT_CHUNK = 2**20  # elements cast to float64 at a time: cache-sized, no model-sized copy
 
 
 class WeightSyncError(RuntimeError):
@@ -116,14 +117,20 @@ def weights_fingerprint(
     state_dict: Mapping[str, torch.Tensor], dtype: str | None = None
 ) -> Fingerprint:
     """``name -> (sum x, sum x^2, numel)`` of every tensor, cast to ``dtype`` first (the
-    engine's; None keeps each tensor's own), summed in float64 on the tensor's device."""
+    engine's; None keeps each tensor's own), summed in float64 on the tensor's device, a chunk
+    of ``FINGERPRINT_CHUNK`` elements at a time."""
     fingerprint: Fingerprint = {}
     for name, tensor in state_dict.items():
-        values = tensor.detach()
-        if dtype is not None:
-            values = values.to(getattr(torch, dtype))
-        values = values.double().reshape(-1)
-        fingerprint[name] = (values.sum().item(), torch.dot(values, values).item(), values.numel())
+        flat = tensor.detach().reshape(-1)
+        total = squares = 0.0
+        for start in range(0, flat.numel(), FINGERPRINT_CHUNK):
+            chunk = flat[start : start + FINGERPRINT_CHUNK]
+            if dtype is not None:
+                chunk = chunk.to(getattr(torch, dtype))
+            chunk = chunk.double()
+            total += chunk.sum().item()
+            squares += torch.dot(chunk, chunk).item()
+        fingerprint[name] = (total, squares, flat.numel())
     return fingerprint
 
 

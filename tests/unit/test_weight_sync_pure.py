@@ -7,6 +7,7 @@ import torch
 
 from ray_adlf.engines.collective import ALIGN_BYTES, WeightGroup, make_manifest, plan_buckets
 from ray_adlf.engines.weights import (
+    FINGERPRINT_CHUNK,
     WeightSyncError,
     fingerprint_mismatches,
     verify_fingerprint,
@@ -21,6 +22,15 @@ def test_fingerprint_by_hand():
     assert weights_fingerprint({"c": torch.tensor([1.0 + 2**-10])}, "bfloat16") == {
         "c": (1.0, 1.0, 1)
     }
+
+
+def test_fingerprint_in_chunks_equals_the_whole_tensor_sum():
+    values = torch.randn(FINGERPRINT_CHUNK * 2 + 5, generator=torch.Generator().manual_seed(2))
+    [(total, squares, count)] = weights_fingerprint({"v": values}).values()
+    whole = values.double()
+    assert count == values.numel()
+    assert total == pytest.approx(whole.sum().item(), rel=1e-12)
+    assert squares == pytest.approx(whole.square().sum().item(), rel=1e-12)
 
 
 def test_mismatches_ignore_summation_order_but_catch_one_changed_element():
