@@ -40,7 +40,8 @@ def truncated_is_weights(
         weights = torch.where(valid, raw.clamp(max=cap), torch.zeros_like(raw))
         stats = {
             "mean": masked_mean(weights, valid),
-            "max": weights.max() if bool(valid.any()) else weights.new_zeros(()),
+            # weights >= 0 and 0 off the mask: their max is the valid max, 0 when none is.
+            "max": weights.max() if weights.numel() else weights.new_zeros(()),
             "truncated_fraction": masked_mean((raw > cap).to(raw.dtype), valid),
         }
     return weights, stats

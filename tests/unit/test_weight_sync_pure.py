@@ -136,3 +136,30 @@ def test_gloo_broadcast_delivers_every_tensor_bit_exactly():
         for name, tensor in state.items():
             dtype, shape, data = received[rank][name]
             assert (dtype, shape, data) == (tensor.dtype, tensor.shape, raw_bytes(tensor))
+
+
+def _receive_nccl(port: int, manifest, results) -> None:
+    torch.cuda.set_device(1)
+    group = WeightGroup("127.0.0.1", port, 1, 2, "nccl", timeout_s=60)
+    group.connect()
+    received = group.receive(manifest)
+    assert all(t.device.type == "cuda" for t in received.values())
+    results.put({name: raw_bytes(t.cpu()) for name, t in received.items()})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+def test_nccl_broadcast_delivers_every_tensor_bit_exactly():
+    torch.cuda.set_device(0)
+    state = {name: tensor.cuda() for name, tensor in _state().items()}
+    manifest = make_manifest(state, bucket_bytes=4096)
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    sender = WeightGroup("127.0.0.1", 0, 0, 2, "nccl", timeout_s=60)
+    worker = context.Process(target=_receive_nccl, args=(sender.port, manifest, results))
+    worker.start()
+    sender.connect()
+    sender.send(state, manifest)
+    received = results.get(timeout=120)
+    worker.join(timeout=60)
+    assert received == {name: raw_bytes(tensor.cpu()) for name, tensor in state.items()}
