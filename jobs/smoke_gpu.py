@@ -10,16 +10,17 @@ on one device:
    labels, AdamW; under ``--precision`` autocast (fp16 with a ``GradScaler``);
 2. one reward-model step: ``AutoModelForSequenceClassification`` (one label) regressing
    ``score / 5`` on the rendered conversations, same precision;
-3. for ``--advantage gae`` and then ``grpo``: three PPO rounds of the library's ``RLLearner``
-   with the ``HFEngine`` as rollout engine and the reward model of step 2 as the reward,
-   the weights synced into the engine after each round; a checkpoint after round 1
-   (``RLLearner.save``), then a fresh learner and engine resumed from it (``RLLearner.load``)
-   run rounds 2 and 3 again.
+3. for ``--advantage gae``, ``grpo``, and ``grpo`` with a LoRA adapter (PEFT): three PPO
+   rounds of the library's ``RLLearner`` with the ``HFEngine`` as rollout engine and the
+   reward model of step 2 as the reward, the weights (with LoRA the adapter alone) synced into
+   the engine after each round; a checkpoint after round 1 (``RLLearner.save``), then a fresh
+   learner and engine resumed from it (``RLLearner.load``) run rounds 2 and 3 again.
 
 Checked, as the CPU tests check them: every loss finite and the weights changed; the engine's
 logprobs against the learner's old logprobs (``logprob_mismatch``, at most ``--parity_tol``);
 the resumed run's weights equal the uninterrupted run's (largest difference at most
-``--resume_tol``); Ray never imported. Printed: one line per step with seconds (and peak device memory on CUDA),
+``--resume_tol``); with LoRA, the first round's KL is 0 (the reference is the policy with
+its adapter off, and a fresh adapter changes nothing); Ray never imported. Printed: one line per step with seconds (and peak device memory on CUDA),
 then ``SMOKE OK`` or the first check that failed (exit code 1).
 """
 
@@ -134,10 +135,12 @@ def reward_model_step(model_path: str, records, out_dir: Path, device, precision
     return f"loss {loss:.4f}"
 
 
-def rl_config(advantage: str, seed: int = 0):
+def rl_config(advantage: str, lora: bool, seed: int = 0):
     from ray_adlf.config import Config, validate
 
     cfg = Config()
+    cfg.model.use_lora = lora
+    cfg.rollout.rollout_engine = "hf"
     cfg.data.max_seq_length = 96
     cfg.rollout.max_new_tokens = 16
     cfg.rewards.adlf_alpha = 0.0
@@ -159,6 +162,7 @@ class RLRun:
     def __init__(self, cfg, model_path: str, prompts: list, reward_dir: str, device) -> None:
         from ray_adlf.engines.hf import HFEngine
         from ray_adlf.models.loading import load_tokenizer
+        from ray_adlf.models.lora import lora_settings
         from ray_adlf.rewards.reward_model import load_reward_model
         from ray_adlf.rewards.scorer import closing_ids
         from ray_adlf.train.rl_learner import RLLearner
@@ -168,7 +172,8 @@ class RLRun:
         self.tokenizer = load_tokenizer(model_path)
         self.learner = RLLearner(cfg, model_path, prompts, 1, 0, device)
         self.learner.module.to(device)  # what Ray Train's prepare_model does for one rank
-        self.engine = HFEngine(model_path, seed=cfg.run.seed, device=str(device))
+        lora = lora_settings(cfg.model)
+        self.engine = HFEngine(model_path, seed=cfg.run.seed, device=str(device), lora=lora)
         self.reward_model, self.rm_tokenizer = load_reward_model(reward_dir)
         self.reward_model.to(device)
         self.closing = closing_ids(self.rm_tokenizer, "standard") or []
@@ -206,43 +211,45 @@ class RLRun:
             reference,
         )
         stats = self.learner.train(rollout, round_index, pad_id)
-        self.engine.load_weights(self.learner.policy.state_dict(), round_index)
+        self.engine.load_weights(self.learner.weights_to_sync(), round_index)
         return stats
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().float().cpu() for k, v in self.learner.module.state_dict().items()}
 
 
-def rl_check(advantage: str, model_path: str, prompts, reward_dir: str, device, tol) -> None:
+def rl_check(advantage: str, lora: bool, model_path: str, prompts, reward_dir, device, tol):
     """Rounds 1..3 uninterrupted, and 2..3 again from round 1's checkpoint; see the docstring."""
     parity_tol, resume_tol = tol
+    name = f"{advantage}{' LoRA' if lora else ''}"
     with tempfile.TemporaryDirectory() as scratch:
-        run = RLRun(rl_config(advantage), model_path, prompts, reward_dir, device)
+        run = RLRun(rl_config(advantage, lora), model_path, prompts, reward_dir, device)
+        synced = sum(t.numel() * t.element_size() for t in run.learner.weights_to_sync().values())
         for round_index in range(1, ROUNDS + 1):
             started = time.perf_counter()
             stats = run.round(round_index)
             mismatch = stats["logprob_mismatch"]
             report(
-                f"{advantage} round {round_index}",
+                f"{name} round {round_index}",
                 started,
                 device,
                 f"policy loss {stats['policy_loss']:.4f}, kl {stats['kl']:.4f}, "
-                f"engine/learner logprob mismatch {mismatch:.2e}",
+                f"engine/learner logprob mismatch {mismatch:.2e}, {synced / 2**20:.2f} MiB synced",
             )
-            check(mismatch <= parity_tol, f"{advantage}: logprob mismatch {mismatch:.2e}")
+            check(mismatch <= parity_tol, f"{name}: logprob mismatch {mismatch:.2e}")
             if round_index == 1:
+                check(not lora or stats["kl"] < 1e-5, f"{name}: first-round KL {stats['kl']}")
                 run.learner.save(Path(scratch), run.tokenizer, {})
         uninterrupted = run.weights()
         started = time.perf_counter()
-        resumed = RLRun(rl_config(advantage), model_path, prompts, reward_dir, device)
+        resumed = RLRun(rl_config(advantage, lora), model_path, prompts, reward_dir, device)
         resumed.learner.load(Path(scratch))
-        policy = resumed.learner.policy.state_dict()
-        resumed.engine.load_weights(policy, 1)
+        resumed.engine.load_weights(resumed.learner.weights_to_sync(), 1)
         for round_index in range(2, ROUNDS + 1):
             resumed.round(round_index)
         worst = max((uninterrupted[k] - v).abs().max().item() for k, v in resumed.weights().items())
-        report(f"{advantage} resume from round 1", started, device, f"max |diff| {worst:.2e}")
-        check(worst <= resume_tol, f"{advantage}: resumed differs from uninterrupted by {worst}")
+        report(f"{name} resume from round 1", started, device, f"max |diff| {worst:.2e}")
+        check(worst <= resume_tol, f"{name}: resumed differs from uninterrupted by {worst}")
 
 
 def main() -> None:
@@ -267,9 +274,10 @@ def main() -> None:
         )
         report("reward-model step", started, device, detail)
         prompts = build_rl_prompts(records, load_tokenizer(args.model), "standard", None, 80)
-        for advantage in ("gae", "grpo"):
+        for advantage, lora in (("gae", False), ("grpo", False), ("grpo", True)):
             rl_check(
                 advantage,
+                lora,
                 args.model,
                 prompts,
                 reward_dir,

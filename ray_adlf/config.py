@@ -103,6 +103,18 @@ class DataConfig:
 class ModelConfig:
     model_name: str = _flag("tiny", "local path, hub name, or 'tiny' (bundled offline model)")
     trust_remote_code: bool = _flag(False, "allow model code from the model repository")
+    use_lora: bool = _flag(False, "train LoRA adapters (PEFT) instead of every weight")
+    lora_r: int = _flag(8, "LoRA rank r", AT_LEAST_ONE)
+    lora_alpha: float = _flag(16.0, "LoRA scale: W + (alpha / r) * B A", POSITIVE)
+    lora_dropout: float = _flag(
+        0.0, "dropout on the LoRA branch's input", Range(0.0, 1.0, high_open=True)
+    )
+    lora_target_modules: str = _flag(
+        "all-linear", "modules LoRA adapts: all-linear, or names such as q_proj,v_proj"
+    )
+    merge_lora: bool = _flag(
+        False, "with --use_lora, also write merged weights that load with from_pretrained"
+    )
 
 
 @dataclass
@@ -475,6 +487,24 @@ def validate(cfg: Config) -> Config:
         "vllm cannot return the learner's unrenormalised logprobs under top-k/top-p; "
         "use --top_k 0 --top_p 1 or --rollout_engine hf",
     )
+    model = cfg.model
+    _require(not model.merge_lora or model.use_lora, "merge_lora", "needs --use_lora")
+    if model.use_lora:
+        _require(
+            rollout.rollout_engine != "vllm",
+            "use_lora",
+            "the vllm engine does not load LoRA adapters here yet; use --rollout_engine hf "
+            "(it applies each synced adapter) or auto",
+        )
+        _require(
+            not (
+                rewards.use_debate_reward
+                and (cfg.debate.critic_engine == "policy" or cfg.sft.use_self_critique)
+            ),
+            "use_lora",
+            "critics on the policy do not take LoRA adapters yet; use --critic_engine "
+            "reference (and no --use_self_critique)",
+        )
     _require(
         ppo.ppo_batch_size % res.num_workers == 0,
         "ppo_batch_size",

@@ -43,6 +43,7 @@ from ray_adlf.cpu_plan import phase_threads
 from ray_adlf.engines.base import GenerationBatch, SamplingParams, ShardTiming, check_prompts
 from ray_adlf.engines.select import EngineName, build_engine, choose_engine
 from ray_adlf.engines.weights import Fingerprint
+from ray_adlf.models.lora import LoraSettings, lora_settings
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class RolloutActor(WeightReceiver):
         tensor_parallel_size: int,
         seed: int,
         trust_remote_code: bool,
+        lora: LoraSettings | None,
     ) -> None:
         self.index, self.dtype = index, dtype
         self.engine = build_engine(
@@ -71,6 +73,7 @@ class RolloutActor(WeightReceiver):
             tensor_parallel_size=tensor_parallel_size,
             seed=seed,
             trust_remote_code=trust_remote_code,
+            lora=lora,
         )
 
     def ready(self) -> bool:
@@ -130,7 +133,10 @@ class RolloutPool:
         num_threads: int = 0,
         weight_sync: SyncMethod = "object_store",
         nccl: bool = False,
+        lora: LoraSettings | None = None,
     ) -> None:
+        """``lora``: the learner trains an adapter of these settings; the engines hold the
+        base with the same (initially zero) adapter and every sync sends the adapter alone."""
         if engine not in ("vllm", "hf"):
             raise ValueError(
                 f"engine must be vllm or hf (resolve auto with choose_engine): {engine!r}"
@@ -140,7 +146,16 @@ class RolloutPool:
         self.group = ActorGroup(
             RolloutActor,
             [
-                (k, engine, model_name, dtype, tensor_parallel_size, seed + k, trust_remote_code)
+                (
+                    k,
+                    engine,
+                    model_name,
+                    dtype,
+                    tensor_parallel_size,
+                    seed + k,
+                    trust_remote_code,
+                    lora,
+                )
                 for k in range(num_workers)
             ],
             num_cpus=num_cpus,
@@ -157,7 +172,7 @@ class RolloutPool:
         """A pool on ``model_name`` as ``cfg.rollout`` asks for it; ``auto`` resolved."""
         rollout, res = cfg.rollout, cfg.resources
         return cls(
-            choose_engine(rollout.rollout_engine, rollout.top_k, rollout.top_p),
+            choose_engine(rollout.rollout_engine, rollout.top_k, rollout.top_p, cfg.model.use_lora),
             model_name,
             num_workers=res.num_rollout_workers,
             num_cpus=res.rollout_num_cpus,
@@ -170,6 +185,7 @@ class RolloutPool:
             num_threads=phase_threads(cfg)["rollout"],
             weight_sync=res.weight_sync,
             nccl=res.use_gpu,
+            lora=lora_settings(cfg.model),
         )
 
     @property

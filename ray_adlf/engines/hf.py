@@ -26,6 +26,7 @@ import torch
 from ray_adlf.engines.base import GenerationBatch, SamplingParams, check_prompts, eos_token_ids
 from ray_adlf.engines.weights import Fingerprint, weights_fingerprint
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+from ray_adlf.models.lora import LoraSettings, adapter_state_dict, add_lora, load_adapter_state
 
 
 class HFEngine:
@@ -39,7 +40,10 @@ class HFEngine:
         seed: int = 0,
         device: str | None = None,
         trust_remote_code: bool = False,
+        lora: LoraSettings | None = None,
     ) -> None:
+        """``lora``: the model carries an adapter of these settings, and ``load_weights`` takes
+        adapter tensors (``models.lora.adapter_state_dict`` names) instead of full weights."""
         from transformers import GenerationConfig
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -55,6 +59,9 @@ class HFEngine:
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,
         )
+        if lora is not None:
+            self.model = add_lora(self.model, lora, "CAUSAL_LM").eval()
+        self.lora = lora is not None
         self._rng = random.Random(seed)
         self._version = 0
 
@@ -131,14 +138,19 @@ class HFEngine:
         return tokens.tolist(), logprobs.tolist()
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
-        """``load_state_dict(strict=True)``: every parameter name must match the model's."""
+        """``load_state_dict(strict=True)``: every parameter name must match the model's; with
+        LoRA the adapter's tensors, each onto an adapter parameter."""
         with torch.no_grad():
-            self.model.load_state_dict(state_dict, strict=True)
+            if self.lora:
+                load_adapter_state(self.model, state_dict)
+            else:
+                self.model.load_state_dict(state_dict, strict=True)
         self._version = version
 
     def fingerprint(self) -> Fingerprint:
-        """Of the model's own state dict, read back after loading."""
-        return weights_fingerprint(self.model.state_dict())
+        """Of the model's own weights read back after loading (with LoRA, its adapter's)."""
+        held = adapter_state_dict(self.model) if self.lora else self.model.state_dict()
+        return weights_fingerprint(held)
 
     def _rng_devices(self) -> list[torch.device]:
         return [self.device] if self.device.type == "cuda" else []

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from ray_adlf.engines.base import Engine
+from ray_adlf.models.lora import LoraSettings
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ def vllm_usability() -> tuple[bool, str]:
     return False, "vllm is installed but no CUDA device is visible"
 
 
-def choose_engine(requested: str, top_k: int = 0, top_p: float = 1.0) -> EngineName:
+def choose_engine(
+    requested: str, top_k: int = 0, top_p: float = 1.0, lora: bool = False
+) -> EngineName:
     """``requested`` unless it is ``auto``; then vLLM when usable, else ``hf``. Logs the choice."""
     if requested in ("vllm", "hf"):
         return requested  # type: ignore[return-value]
@@ -56,6 +59,8 @@ def choose_engine(requested: str, top_k: int = 0, top_p: float = 1.0) -> EngineN
     usable, reason = vllm_usability()
     if usable and (top_k > 0 or top_p < 1.0):
         usable, reason = False, f"{reason}, but top-k/top-p sampling needs the hf engine"
+    if usable and lora:
+        usable, reason = False, f"{reason}, but LoRA adapters need the hf engine"
     choice: EngineName = "vllm" if usable else "hf"
     logger.info("rollout engine: auto -> %s (%s)", choice, reason)
     return choice
@@ -69,10 +74,14 @@ def build_engine(
     tensor_parallel_size: int = 1,
     seed: int = 0,
     trust_remote_code: bool = False,
+    lora: LoraSettings | None = None,
 ) -> Engine:
     """Construct the named engine. ``seed`` seeds the engine's sampling for unseeded calls;
-    ``tensor_parallel_size`` is vLLM's (the hf engine runs on one device)."""
+    ``tensor_parallel_size`` is vLLM's (the hf engine runs on one device); ``lora``: the
+    policy trains a LoRA adapter, which the hf engine applies (vLLM: not yet)."""
     if name == "vllm":
+        if lora is not None:
+            raise ValueError("the vllm engine does not load LoRA adapters yet; use the hf engine")
         from ray_adlf.engines.vllm_engine import VLLMEngine
 
         return VLLMEngine(
@@ -87,7 +96,9 @@ def build_engine(
             raise ValueError("the hf engine has no tensor parallelism; use tensor_parallel_size=1")
         from ray_adlf.engines.hf import HFEngine
 
-        return HFEngine(model_name, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code)
+        return HFEngine(
+            model_name, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code, lora=lora
+        )
     raise ValueError(f"unknown rollout engine {name!r}; expected vllm or hf")
 
 

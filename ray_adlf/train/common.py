@@ -200,13 +200,20 @@ def _is_training_state(name: str) -> bool:
 
 def write_model_outputs(checkpoint_dir: str | Path, cfg: Config, model_card: str) -> Path:
     """Copy model + tokenizer from ``checkpoint_dir`` into ``output_dir``; card, config, and
-    last the completion marker (an output without it is unfinished: ``stages.finished_output``)."""
+    last the completion marker (an output without it is unfinished: ``stages.finished_output``).
+    A LoRA checkpoint (an adapter) becomes ``adapter/``, merged at the top with --merge_lora
+    (``models.lora.save_lora_output``)."""
+    from ray_adlf.models.lora import ADAPTER_FILES, save_lora_output
+
     output_dir = Path(cfg.run.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / COMPLETE_MARKER).unlink(missing_ok=True)
-    for item in Path(checkpoint_dir).iterdir():
-        if item.is_file() and not _is_training_state(item.name):
+    source = Path(checkpoint_dir)
+    for item in source.iterdir():
+        if item.is_file() and not _is_training_state(item.name) and item.name not in ADAPTER_FILES:
             shutil.copy2(item, output_dir / item.name)
+    if (source / ADAPTER_FILES[0]).is_file():
+        save_lora_output(source, output_dir, cfg.model.merge_lora)
     atomic_write_text(output_dir / "README.md", model_card)
     save_yaml(cfg, output_dir / "config.yaml")
     atomic_write_text(output_dir / COMPLETE_MARKER, "")

@@ -34,6 +34,7 @@ from ray_adlf.config import Config, from_dict, save_yaml, to_dict
 from ray_adlf.console import StageProgress
 from ray_adlf.data.records import Record, split_records
 from ray_adlf.models.loading import resolve_model_path
+from ray_adlf.models.lora import ADAPTER_DIR
 from ray_adlf.preflight import TrainPlan
 from ray_adlf.report import write_report
 from ray_adlf.stages import (
@@ -109,10 +110,13 @@ def run_stage(
 
 
 def publish_policy(policy_dir: str, output_dir: Path) -> None:
-    """Copy the final policy's files (model, tokenizer, card) into ``output_dir``."""
+    """Copy the final policy's files (model, tokenizer, card, a LoRA adapter) into
+    ``output_dir``."""
     for item in Path(policy_dir).iterdir():
         if item.is_file() and item.name != "config.yaml":
             shutil.copy2(item, output_dir / item.name)
+        elif item.name == ADAPTER_DIR:
+            shutil.copytree(item, output_dir / ADAPTER_DIR, dirs_exist_ok=True)
 
 
 def run_pipeline(cfg: Config, plan: TrainPlan) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from ray_adlf.data.records import Record
 from ray_adlf.data.rl_prompts import build_rl_prompts
 from ray_adlf.engines.base import SamplingParams
 from ray_adlf.models.loading import load_tokenizer
+from ray_adlf.models.lora import merged_model_path
 from ray_adlf.rewards.catalog import SignalInputs
 from ray_adlf.train.common import (
     make_torch_trainer,
@@ -121,7 +122,7 @@ def reference_logprobs(
 ) -> list[list[float]]:
     """The reference's logprobs of every response token: the reference actor's, else the
     colocated reference's on rank 0."""
-    if learner.reference is None:
+    if not learner.has_reference:
         return actors.reference.logprobs(prompt_ids, response_ids, learner.cfg.rollout.temperature)
     return learner.reference_logprobs(prompt_ids, response_ids, tokenizer.pad_token_id)
 
@@ -161,7 +162,7 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
         actors.wait_ready()
         if actors.critique is not None:
             actors.critique.calls = learner.critic_calls
-        actors.push_weights(learner.policy.state_dict())
+        actors.push_weights(learner.weights_to_sync())
 
     def run_eval(round_index: int) -> tuple[dict[str, float], list[float]]:
         eval_prompts, baseline = loop_config["eval_prompts"], learner.eval_baseline
@@ -200,7 +201,7 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as scratch:
             report_checkpoint = None
             if rank == 0:
-                sync_s = actors.push_weights(learner.policy.state_dict())
+                sync_s = actors.push_weights(learner.weights_to_sync())
                 timings.update(learner_s=learner_s, sync_s=sync_s)
                 metrics.update(
                     round_metrics(rollout, parts, stats, timings, learner, actors, scattered)
@@ -270,6 +271,9 @@ def run_rlhf(
         )
     cfg = planned(cfg, STAGE)
     resumed = prepare_stage_run(cfg, STAGE, sections=RESUME_SECTIONS)
+    policy_path = merged_model_path(policy_path)
+    reward_model_path = reward_model_path and merged_model_path(reward_model_path)
+    eval_reward_model_path = eval_reward_model_path and merged_model_path(eval_reward_model_path)
     tokenizer = load_tokenizer(policy_path, cfg.model.trust_remote_code)
     prompts = rl_prompts(cfg, train_records, tokenizer)
     eval_prompts = []

@@ -37,6 +37,13 @@ from ray_adlf.config import Config, from_dict, to_dict
 from ray_adlf.data.formats import prepare_tokenizer
 from ray_adlf.data.records import Record, split_last_assistant
 from ray_adlf.models.loading import resolve_model_path
+from ray_adlf.models.lora import (
+    add_lora,
+    lora_card,
+    lora_settings,
+    merged_model_path,
+    refuse_new_tokens,
+)
 from ray_adlf.rewards.reward_model import (
     SCORE_SCALE,
     pad_batch,
@@ -126,9 +133,15 @@ def rm_worker_loop(loop_config: dict[str, Any]) -> None:
         dtype=torch.float32,
         trust_remote_code=cfg.model.trust_remote_code,
     )
-    if prepare_tokenizer(tokenizer, cfg.data.token_format):
+    added = prepare_tokenizer(tokenizer, cfg.data.token_format)
+    lora = lora_settings(cfg.model)
+    if lora is not None:
+        refuse_new_tokens(added, cfg.data.token_format, init)
+    if added:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
+    if lora is not None:
+        model = add_lora(model, lora, "SEQ_CLS")
 
     build = (tokenizer, cfg.data.token_format, cfg.data.max_seq_length)
     train_examples = build_rm_examples(train_records, *build)
@@ -200,7 +213,7 @@ ids = reward_model_ids([Turn("user", "What is 2 plus 2?")], "4.", tokenizer,
                        "{cfg.data.token_format}", {cfg.data.max_seq_length})
 score = 5 * model(input_ids=torch.tensor([ids])).logits[0, 0].item()
 ```
-"""
+{lora_card(cfg.model, init, "AutoModelForSequenceClassification")}"""
 
 
 def run_reward_model(
@@ -211,7 +224,7 @@ def run_reward_model(
 
     cfg = planned(cfg, stage)
     resumed = prepare_stage_run(cfg, stage, sections=("data", "model", "reward_model"))
-    init = init_model_path(cfg)
+    init = merged_model_path(init_model_path(cfg))
     loop_config = {
         "config": to_dict(cfg),
         "records": ray.put((train_records, eval_records)),

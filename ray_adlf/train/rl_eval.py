@@ -19,6 +19,7 @@ import numpy as np
 from ray_adlf.algo.evaluation import mean_and_se, paired_difference
 from ray_adlf.config import Config, from_dict, redacted_dict, to_dict
 from ray_adlf.engines.base import SamplingParams
+from ray_adlf.models.lora import lora_card
 from ray_adlf.rewards.catalog import INTERNAL
 from ray_adlf.train.common import run_name, stage_output_dir, write_model_outputs
 
@@ -155,7 +156,7 @@ worker(s)).
   temperature {cfg.rollout.temperature:g}, {cfg.rollout.max_new_tokens} new tokens at most
 - last round: {figures}; curves in `report.md`, every value in `metrics.jsonl`
 - text: token format `{cfg.data.token_format}`
-"""
+{lora_card(cfg.model, policy_path, "AutoModelForCausalLM")}"""
 
 
 def rl_tracker(cfg: Config, last_round: int):

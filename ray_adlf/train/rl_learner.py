@@ -2,7 +2,8 @@
 
 ``RLLearner`` owns the trainable module (the policy, with a value head for ``gae``), AdamW,
 the learning-rate schedule, the KL controller, the prompt stream, the ADLF reward combiner,
-the critics' call count (their sampling seeds) and, on rank 0, the colocated reference model.
+the critics' call count (their sampling seeds) and, on rank 0, the colocated reference model
+(with ``--use_lora`` none: the reference is the policy with its adapter disabled).
 ``train(shard, round_index, pad_id)`` is the learner's half of a round; ``save(directory)``
 and ``load`` are one call each: the policy in Hugging Face layout under ``policy/``, the rest
 as data (``learner_state``).
@@ -27,11 +28,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from ray_adlf.algo import AdaptiveKLController, FixedKLController
 from ray_adlf.config import Config, uses_reference
 from ray_adlf.data.rl_prompts import PromptStream, prompt_order
 from ray_adlf.models.loading import load_causal_lm
+from ray_adlf.models.lora import adapter_state_dict, add_lora, load_adapter_state, lora_settings
 from ray_adlf.models.policy import PolicyWithValue, pack_sequences, response_forward
 from ray_adlf.train.learner_state import load_learner_state, save_learner_state
 from ray_adlf.train.ppo_learner import (
@@ -74,8 +77,12 @@ def ppo_settings(cfg: Config, beta: float, num_minibatches: int) -> PPOSettings:
 
 
 def build_module(cfg: Config, policy_path: str) -> torch.nn.Module:
-    """The trainable module: PolicyWithValue for ``gae``, the bare policy for group baselines."""
+    """The trainable module: PolicyWithValue for ``gae``, the bare policy for group baselines;
+    with ``--use_lora`` the policy carries a fresh adapter (base frozen)."""
     policy = load_causal_lm(policy_path, cfg.model.trust_remote_code)
+    lora = lora_settings(cfg.model)
+    if lora is not None:
+        policy = add_lora(policy, lora, "CAUSAL_LM")
     if cfg.ppo.advantage != "gae":
         return policy
     critic = None
@@ -96,9 +103,9 @@ class RLLearner:
         ppo = cfg.ppo
         self.cfg, self.device = cfg, device
         self.module = build_module(cfg, policy_path)
-        self.optimizer = torch.optim.AdamW(
-            self.module.parameters(), lr=ppo.ppo_learning_rate, weight_decay=0.0
-        )
+        self.lora = lora_settings(cfg.model) is not None
+        trainable = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=ppo.ppo_learning_rate, weight_decay=0.0)
         rows = ppo.ppo_batch_size * ppo.num_samples_per_prompt
         self.num_minibatches = max(1, min(rows // world, rows // ppo.ppo_minibatch_size))
         self.scheduler = get_scheduler(
@@ -108,7 +115,10 @@ class RLLearner:
             num_training_steps=ppo.rl_rounds * ppo.ppo_epochs * self.num_minibatches,
         )
         self.reference = None
-        if rank == 0 and ppo.reference_placement == "colocated" and uses_reference(cfg):
+        self.has_reference = (
+            rank == 0 and ppo.reference_placement == "colocated" and uses_reference(cfg)
+        )
+        if self.has_reference and not self.lora:
             self.reference = load_causal_lm(policy_path, cfg.model.trust_remote_code)
             self.reference.eval().requires_grad_(False).to(device)
         data = cfg.data
@@ -150,10 +160,16 @@ class RLLearner:
         self, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int
     ) -> list[list[float]]:
         """The colocated reference's logprobs of every response token (rank 0), one list per
-        row, in one forward."""
+        row, in one forward: the reference copy, or with LoRA the policy with its adapter
+        disabled."""
         batch = pack_sequences(prompt_ids, response_ids, pad_id)
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        out = response_forward(self.reference, batch, self.cfg.rollout.temperature, False)
+        temperature = self.cfg.rollout.temperature
+        if self.lora:
+            with self.policy.disable_adapter():
+                out = response_forward(self.policy, batch, temperature, False)
+        else:
+            out = response_forward(self.reference, batch, temperature, False)
         logprobs = out["logprobs"].cpu()
         return [logprobs[i, : len(r)].tolist() for i, r in enumerate(response_ids)]
 
@@ -231,17 +247,25 @@ class RLLearner:
         kind, keys, position, has_gauss, cached = state["rng"]["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
 
+    def weights_to_sync(self) -> dict[str, torch.Tensor]:
+        """What the engines need: the policy's state dict, or with LoRA its adapter alone."""
+        return adapter_state_dict(self.policy) if self.lora else self.policy.state_dict()
+
     def save(self, directory: Path, tokenizer, extra: dict[str, Any]) -> None:
-        """A checkpoint: ``policy/`` (HF layout, with the tokenizer) and the learner state,
-        with ``extra`` (the W&B run id) beside it."""
+        """A checkpoint: ``policy/`` (HF layout, or with LoRA the adapter's PEFT layout, with
+        the tokenizer) and the learner state, with ``extra`` (the W&B run id) beside it."""
         self.policy.save_pretrained(directory / "policy")
         tokenizer.save_pretrained(directory / "policy")
         save_learner_state(directory, {**self.state_dict(), **extra})
 
     def load(self, directory: Path) -> dict[str, Any]:
         """Restore a ``save``d checkpoint; returns the saved state."""
-        saved = load_causal_lm(str(directory / "policy"), self.cfg.model.trust_remote_code)
-        self.policy.load_state_dict(saved.state_dict())
+        policy_dir = directory / "policy"
+        if self.lora:
+            load_adapter_state(self.policy, load_file(policy_dir / "adapter_model.safetensors"))
+        else:
+            saved = load_causal_lm(str(policy_dir), self.cfg.model.trust_remote_code)
+            self.policy.load_state_dict(saved.state_dict())
         state = load_learner_state(directory)
         self.load_state_dict(state)
         return state

@@ -32,7 +32,8 @@ from ray_adlf.data.sft_dataset import (
     build_examples,
     collate_examples,
 )
-from ray_adlf.models.loading import load_causal_lm, load_tokenizer
+from ray_adlf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+from ray_adlf.models.lora import add_lora, lora_card, lora_settings, refuse_new_tokens
 from ray_adlf.train.common import (
     make_torch_trainer,
     planned,
@@ -108,11 +109,17 @@ def sft_worker_loop(loop_config: dict[str, Any]) -> None:
 
     tokenizer = load_tokenizer(cfg.model.model_name, cfg.model.trust_remote_code)
     model = load_causal_lm(cfg.model.model_name, cfg.model.trust_remote_code)
-    if prepare_tokenizer(tokenizer, cfg.data.token_format):
+    added = prepare_tokenizer(tokenizer, cfg.data.token_format)
+    lora = lora_settings(cfg.model)
+    if lora is not None:
+        refuse_new_tokens(added, cfg.data.token_format, cfg.model.model_name)
+    if added:
         model.resize_token_embeddings(len(tokenizer))
     stop_id = tokenizer.convert_tokens_to_ids(stop_token(tokenizer, cfg.data.token_format))
     model.generation_config.eos_token_id = sorted({stop_id, tokenizer.eos_token_id})
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if lora is not None:
+        model = add_lora(model, lora, "CAUSAL_LM")
 
     build = partial(
         build_examples,
@@ -234,7 +241,8 @@ def sft_model_card(cfg: Config, metrics: dict[str, Any]) -> str:
             "asks for one; the model answers `Score: X/5` and `Reason: ...` "
             "(`ray_adlf.data.critique`).",
         ]
-    return "\n".join(lines) + "\n"
+    base = resolve_model_path(cfg.model.model_name)
+    return "\n".join(lines) + "\n" + lora_card(cfg.model, base, "AutoModelForCausalLM")
 
 
 def run_sft(cfg: Config, train_records: list[Record], eval_records: list[Record]) -> dict:

@@ -25,5 +25,6 @@ def test_the_smoke_script_passes_on_the_cpu(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     assert lines[-1] == "SMOKE OK"
-    for step in ("SFT step", "reward-model step", "gae round 3", "grpo resume from round 1"):
+    steps = ("SFT step", "reward-model step", "gae round 3", "grpo resume", "grpo LoRA resume")
+    for step in steps:
         assert any(line.startswith(step) for line in lines), step
