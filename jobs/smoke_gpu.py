@@ -239,7 +239,7 @@ def rl_check(advantage: str, lora: bool, model_path: str, prompts, reward_dir, d
             check(mismatch <= parity_tol, f"{name}: logprob mismatch {mismatch:.2e}")
             if round_index == 1:
                 check(not lora or stats["kl"] < 1e-5, f"{name}: first-round KL {stats['kl']}")
-                run.learner.save(Path(scratch), run.tokenizer, {})
+                run.learner.save(Path(scratch), run.tokenizer, {}, run.learner.weights_to_sync())
         uninterrupted = run.weights()
         started = time.perf_counter()
         resumed = RLRun(rl_config(advantage, lora), model_path, prompts, reward_dir, device)

@@ -306,6 +306,10 @@ class ResourcesConfig:
     actor_max_restarts: int = _flag(
         2, "Ray restarts of each rollout, reward or critique actor that dies", NON_NEGATIVE
     )
+    learner_strategy: Literal["ddp", "fsdp"] = _flag(
+        "ddp",
+        "RL learner: every rank holds the whole model (DDP), or 1/world of it (FSDP2)",
+    )
     weight_sync: Literal["object_store", "collective"] = _flag(
         "object_store",
         "how the learner's weights reach the engines: one object in Ray's object store, or a "
@@ -489,6 +493,12 @@ def validate(cfg: Config) -> Config:
     )
     model = cfg.model
     _require(not model.merge_lora or model.use_lora, "merge_lora", "needs --use_lora")
+    _require(
+        not (model.use_lora and res.learner_strategy == "fsdp"),
+        "learner_strategy",
+        "fsdp with --use_lora is not built yet (rank 0's reference pass would need every "
+        "rank); use --learner_strategy ddp",
+    )
     if model.use_lora:
         _require(
             rollout.rollout_engine != "vllm",

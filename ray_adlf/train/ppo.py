@@ -16,9 +16,10 @@ One round r = 1..rl_rounds, top to bottom:
 2. rank 0 scatters the rollout: each rank receives only its shard (whole prompt groups);
 3. every rank: ``RLLearner.train``: old logprobs, KL, advantages, the PPO updates (DDP
    all-reduces the gradients), the KL controller's step;
-4. rank 0: one weights push to every consumer (engines, critics on the policy), metrics with
-   per-phase timings to metrics.jsonl / W&B / Ray, and every ``--checkpoint_every`` rounds
-   (and at the last) a checkpoint.
+4. rank 0: one weights push to every consumer (engines, critics on the policy; sharded, every
+   rank first takes part in gathering them), metrics with per-phase timings to metrics.jsonl /
+   W&B / Ray, and every ``--checkpoint_every`` rounds (and at the last) a checkpoint (sharded:
+   every rank writes its shards).
 
 Randomness is derived from (seed, round): sampling seeds, minibatch order, and the critics'
 seeds from their call count, which the checkpoint holds. Every consumer of the weights is
@@ -157,12 +158,13 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             learner.load(Path(directory))
     start_round, tracker = learner.round + 1, None
+    weights = learner.weights_to_sync()  # every rank: sharded, a gather into rank 0
     if rank == 0:
         tracker = rl_tracker(cfg, learner.round)
         actors.wait_ready()
         if actors.critique is not None:
             actors.critique.calls = learner.critic_calls
-        actors.push_weights(learner.weights_to_sync())
+        actors.push_weights(weights)
 
     def run_eval(round_index: int) -> tuple[dict[str, float], list[float]]:
         eval_prompts, baseline = loop_config["eval_prompts"], learner.eval_baseline
@@ -196,12 +198,14 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
         started = time.perf_counter()
         stats = learner.train(mine[0], round_index, tokenizer.pad_token_id)
         learner_s = time.perf_counter() - started
-        # 4. rank 0: one weights push, metrics, checkpoint
+        # 4. rank 0: one weights push, metrics; every rank: the checkpoint when due
         metrics: dict[str, Any] = {"round": round_index}
+        weights = learner.weights_to_sync()
+        checkpoint_due = round_index % cfg.run.checkpoint_every == 0 or round_index == last_round
         with tempfile.TemporaryDirectory() as scratch:
             report_checkpoint = None
             if rank == 0:
-                sync_s = actors.push_weights(learner.weights_to_sync())
+                sync_s = actors.push_weights(weights)
                 timings.update(learner_s=learner_s, sync_s=sync_s)
                 metrics.update(
                     round_metrics(rollout, parts, stats, timings, learner, actors, scattered)
@@ -219,11 +223,13 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
                     metrics.update(run_eval(round_index)[0])
                     metrics["time/eval_s"] = time.perf_counter() - started
                 tracker.log(metrics, round_index)
-                if round_index % cfg.run.checkpoint_every == 0 or round_index == last_round:
-                    if actors.critique is not None:
-                        learner.critic_calls = actors.critique.calls
-                    run_id = wandb_run_id(cfg.run.output_dir, run_name(cfg), STAGE)
-                    learner.save(Path(scratch), tokenizer, {"wandb_run_id": run_id})
+                if checkpoint_due and actors.critique is not None:
+                    learner.critic_calls = actors.critique.calls
+            if checkpoint_due:
+                extra = {}
+                if rank == 0:
+                    extra["wandb_run_id"] = wandb_run_id(cfg.run.output_dir, run_name(cfg), STAGE)
+                if learner.save(Path(scratch), tokenizer, extra, weights):
                     report_checkpoint = Checkpoint.from_directory(scratch)
             ray.train.report(metrics, checkpoint=report_checkpoint)
     if tracker is not None:

@@ -275,6 +275,8 @@ def ppo_update(
             loss.backward()
             max_norm = settings.max_grad_norm if settings.max_grad_norm > 0 else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor, replicated on every rank
+                grad_norm = grad_norm.full_tensor()
             if not finite_on_every_rank(loss.detach(), grad_norm):
                 skipped += 1
                 continue

@@ -6,7 +6,9 @@ the critics' call count (their sampling seeds) and, on rank 0, the colocated ref
 (with ``--use_lora`` none: the reference is the policy with its adapter disabled).
 ``train(shard, round_index, pad_id)`` is the learner's half of a round; ``save(directory)``
 and ``load`` are one call each: the policy in Hugging Face layout under ``policy/``, the rest
-as data (``learner_state``).
+as data (``learner_state``). ``--learner_strategy fsdp`` shards the module over the ranks
+(``train.sharding``): the model and optimizer shards then travel in ``sharded/`` and
+``weights_to_sync`` gathers the full weights into rank 0, every rank taking part.
 
 Passes a round makes over the shard:
 
@@ -45,6 +47,7 @@ from ray_adlf.train.ppo_learner import (
     ppo_update,
 )
 from ray_adlf.train.rollout_batch import Rollout
+from ray_adlf.train.sharding import full_state_dict, load_sharded, save_sharded, shard_module
 
 
 def kl_controller(cfg: Config) -> FixedKLController | AdaptiveKLController:
@@ -98,22 +101,14 @@ class RLLearner:
     def __init__(
         self, cfg: Config, policy_path: str, prompts: list, world: int, rank: int, device
     ) -> None:
-        from transformers import get_scheduler
-
         ppo = cfg.ppo
-        self.cfg, self.device = cfg, device
+        self.cfg, self.device, self.rank = cfg, device, rank
+        self.sharded = cfg.resources.learner_strategy == "fsdp"
         self.module = build_module(cfg, policy_path)
         self.lora = lora_settings(cfg.model) is not None
-        trainable = [p for p in self.module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=ppo.ppo_learning_rate, weight_decay=0.0)
         rows = ppo.ppo_batch_size * ppo.num_samples_per_prompt
         self.num_minibatches = max(1, min(rows // world, rows // ppo.ppo_minibatch_size))
-        self.scheduler = get_scheduler(
-            ppo.ppo_lr_schedule,
-            self.optimizer,
-            num_warmup_steps=0,
-            num_training_steps=ppo.rl_rounds * ppo.ppo_epochs * self.num_minibatches,
-        )
+        self._make_optimizer()
         self.reference = None
         self.has_reference = (
             rank == 0 and ppo.reference_placement == "colocated" and uses_reference(cfg)
@@ -140,13 +135,33 @@ class RLLearner:
         self.eval_baseline: list[float] | None = None
         self.model: torch.nn.Module = self.module
 
+    def _make_optimizer(self) -> None:
+        """AdamW over the trainable parameters and its schedule (again after sharding, which
+        replaces the parameters)."""
+        from transformers import get_scheduler
+
+        ppo = self.cfg.ppo
+        trainable = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=ppo.ppo_learning_rate, weight_decay=0.0)
+        self.scheduler = get_scheduler(
+            ppo.ppo_lr_schedule,
+            self.optimizer,
+            num_warmup_steps=0,
+            num_training_steps=ppo.rl_rounds * ppo.ppo_epochs * self.num_minibatches,
+        )
+
     @property
     def policy(self) -> torch.nn.Module:
         """The causal LM inside the module."""
         return self.module.policy if isinstance(self.module, PolicyWithValue) else self.module
 
     def prepare(self) -> None:
-        """Move to the device and wrap for DDP (Ray Train's ``prepare_model``)."""
+        """Move to the device and wrap for DDP (Ray Train's ``prepare_model``), or shard with
+        FSDP2 (``train.sharding``)."""
+        if self.sharded:
+            self.model = shard_module(self.module, self.device)
+            self._make_optimizer()
+            return
         from ray.train.torch import prepare_model
 
         ppo = self.cfg.ppo
@@ -211,8 +226,14 @@ class RLLearner:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the policy weights: data only (``learner_state``)."""
-        extra = {k: v for k, v in self.module.state_dict().items() if not k.startswith("policy.")}
         kind, keys, position, has_gauss, cached = np.random.get_state()
+        extra, optimizer = {}, {}  # sharded: both travel in the sharded checkpoint
+        if not self.sharded:
+            optimizer = self.optimizer.state_dict()
+            if isinstance(self.module, PolicyWithValue):
+                extra = {
+                    k: v for k, v in self.module.state_dict().items() if not k.startswith("policy.")
+                }
         return {
             "round": self.round,
             "stream": self.stream.state_dict(),
@@ -220,8 +241,8 @@ class RLLearner:
             "combiner": self.combiner.state_dict(),
             "critic_calls": self.critic_calls,
             "eval_baseline": self.eval_baseline,
-            "learner_extra": extra if isinstance(self.module, PolicyWithValue) else {},
-            "optimizer": self.optimizer.state_dict(),
+            "learner_extra": extra,
+            "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -233,9 +254,10 @@ class RLLearner:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``'s values (after ``prepare``: optimizer state follows the
         parameters' device)."""
-        if isinstance(self.module, PolicyWithValue):
-            self.module.load_state_dict(state["learner_extra"], strict=False)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if not self.sharded:
+            if isinstance(self.module, PolicyWithValue):
+                self.module.load_state_dict(state["learner_extra"], strict=False)
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.stream.load_state_dict(state["stream"])
         self.controller.load_state_dict(state["kl_controller"])
@@ -248,20 +270,44 @@ class RLLearner:
         np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
 
     def weights_to_sync(self) -> dict[str, torch.Tensor]:
-        """What the engines need: the policy's state dict, or with LoRA its adapter alone."""
+        """What the engines need, on rank 0 (``{}`` on the others): the policy's state dict, or
+        with LoRA its adapter alone. Every rank calls it: sharded, it is a gather into rank 0."""
+        if self.sharded:
+            full = full_state_dict(self.module)
+            if isinstance(self.module, PolicyWithValue):
+                full = {k[7:]: v for k, v in full.items() if k.startswith("policy.")}
+        if self.rank != 0:
+            return {}
+        if self.sharded:
+            return full
         return adapter_state_dict(self.policy) if self.lora else self.policy.state_dict()
 
-    def save(self, directory: Path, tokenizer, extra: dict[str, Any]) -> None:
-        """A checkpoint: ``policy/`` (HF layout, or with LoRA the adapter's PEFT layout, with
-        the tokenizer) and the learner state, with ``extra`` (the W&B run id) beside it."""
-        self.policy.save_pretrained(directory / "policy")
+    def save(
+        self, directory: Path, tokenizer, extra: dict[str, Any], weights: dict[str, torch.Tensor]
+    ) -> bool:
+        """A checkpoint: ``policy/`` (HF layout from ``weights``, this round's
+        ``weights_to_sync``; with LoRA the adapter's PEFT layout; with the tokenizer) and the
+        learner state, with ``extra`` (the W&B run id) beside it, from rank 0; sharded, every
+        rank's shards of model and optimizer too. Every rank calls it; returns whether this
+        rank wrote files (to report)."""
+        if self.sharded:
+            save_sharded(directory, self.module, self.optimizer)
+        if self.rank != 0:
+            return self.sharded
+        if self.lora:
+            self.policy.save_pretrained(directory / "policy")
+        else:
+            self.policy.save_pretrained(directory / "policy", state_dict=weights)
         tokenizer.save_pretrained(directory / "policy")
         save_learner_state(directory, {**self.state_dict(), **extra})
+        return True
 
     def load(self, directory: Path) -> dict[str, Any]:
-        """Restore a ``save``d checkpoint; returns the saved state."""
+        """Restore a ``save``d checkpoint (every rank, after ``prepare``); returns the state."""
         policy_dir = directory / "policy"
-        if self.lora:
+        if self.sharded:
+            load_sharded(directory, self.module, self.optimizer)
+        elif self.lora:
             load_adapter_state(self.policy, load_file(policy_dir / "adapter_model.safetensors"))
         else:
             saved = load_causal_lm(str(policy_dir), self.cfg.model.trust_remote_code)
