@@ -7,7 +7,8 @@ On the model (``tiny`` by default; a local Hugging Face causal LM path works unc
 on one device:
 
 1. one SFT step: the sample conversations rendered in the ``standard`` format, assistant-only
-   labels, AdamW; under ``--precision`` autocast (fp16 with a ``GradScaler``);
+   labels, AdamW; under ``--precision`` autocast (fp16 with a ``GradScaler``), as every
+   learner step below;
 2. one reward-model step: ``AutoModelForSequenceClassification`` (one label) regressing
    ``score / 5`` on the rendered conversations, same precision;
 3. for ``--advantage gae``, ``grpo``, and ``grpo`` with a LoRA adapter (PEFT): three PPO
@@ -44,9 +45,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default=default_device)
     parser.add_argument("--model", default="tiny", help="tiny, or a local causal LM path")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument("--parity_tol", type=float, default=1e-3)
+    parser.add_argument(
+        "--parity_tol", type=float, default=None, help="default 1e-3 (fp32), 5e-2 (bf16, fp16)"
+    )
     parser.add_argument("--resume_tol", type=float, default=1e-5)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.parity_tol is None:  # a float32 engine against a learner under autocast
+        args.parity_tol = 1e-3 if args.precision == "fp32" else 5e-2
+    return args
 
 
 def check(condition: bool, what: str) -> None:
@@ -135,10 +141,12 @@ def reward_model_step(model_path: str, records, out_dir: Path, device, precision
     return f"loss {loss:.4f}"
 
 
-def rl_config(advantage: str, lora: bool, seed: int = 0):
+def rl_config(advantage: str, lora: bool, precision: str, device: torch.device, seed: int = 0):
     from ray_adlf.config import Config, validate
 
     cfg = Config()
+    cfg.resources.use_gpu = device.type == "cuda"
+    cfg.run.bf16, cfg.run.fp16 = precision == "bf16", precision == "fp16"
     cfg.model.use_lora = lora
     cfg.rollout.rollout_engine = "hf"
     cfg.data.max_seq_length = 96
@@ -218,12 +226,16 @@ class RLRun:
         return {k: v.detach().float().cpu() for k, v in self.learner.module.state_dict().items()}
 
 
-def rl_check(advantage: str, lora: bool, model_path: str, prompts, reward_dir, device, tol):
+def rl_check(
+    advantage: str, lora: bool, model_path: str, prompts, reward_dir, device, tol, precision
+):
     """Rounds 1..3 uninterrupted, and 2..3 again from round 1's checkpoint; see the docstring."""
     parity_tol, resume_tol = tol
     name = f"{advantage}{' LoRA' if lora else ''}"
     with tempfile.TemporaryDirectory() as scratch:
-        run = RLRun(rl_config(advantage, lora), model_path, prompts, reward_dir, device)
+        run = RLRun(
+            rl_config(advantage, lora, precision, device), model_path, prompts, reward_dir, device
+        )
         synced = sum(t.numel() * t.element_size() for t in run.learner.weights_to_sync().values())
         for round_index in range(1, ROUNDS + 1):
             started = time.perf_counter()
@@ -242,7 +254,9 @@ def rl_check(advantage: str, lora: bool, model_path: str, prompts, reward_dir, d
                 run.learner.save(Path(scratch), run.tokenizer, {}, run.learner.weights_to_sync())
         uninterrupted = run.weights()
         started = time.perf_counter()
-        resumed = RLRun(rl_config(advantage, lora), model_path, prompts, reward_dir, device)
+        resumed = RLRun(
+            rl_config(advantage, lora, precision, device), model_path, prompts, reward_dir, device
+        )
         resumed.learner.load(Path(scratch))
         resumed.engine.load_weights(resumed.learner.weights_to_sync(), 1)
         for round_index in range(2, ROUNDS + 1):
@@ -283,6 +297,7 @@ def main() -> None:
                 reward_dir,
                 device,
                 (args.parity_tol, args.resume_tol),
+                args.precision,
             )
     check("ray" not in sys.modules, "Ray was imported (the GPU machine has none)")
     print("SMOKE OK", flush=True)

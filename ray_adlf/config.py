@@ -499,6 +499,11 @@ def validate(cfg: Config) -> Config:
         "fsdp with --use_lora is not built yet (rank 0's reference pass would need every "
         "rank); use --learner_strategy ddp",
     )
+    _require(
+        not (cfg.run.fp16 and res.learner_strategy == "fsdp"),
+        "fp16",
+        "fsdp trains in fp32 or --bf16 here (FSDP2's fp16 needs a sharded loss scaler); use --bf16",
+    )
     if model.use_lora:
         _require(
             rollout.rollout_engine != "vllm",

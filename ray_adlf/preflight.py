@@ -35,6 +35,7 @@ from ray_adlf.cpu_plan import RL_STAGE, check_fits, plan_resources
 from ray_adlf.data.formats import format_special_tokens
 from ray_adlf.data.records import Record
 from ray_adlf.data.sample import sample_path
+from ray_adlf.models.lora import ADAPTER_DIR, is_adapter_dir, refuse_new_tokens
 from ray_adlf.models.tiny import tiny_model_path
 from ray_adlf.stages import StagePlan, plan_stages
 
@@ -108,8 +109,10 @@ def check_model(flag: str, name: str) -> None:
         return
     if not directory.is_dir():
         raise ConfigError(f"--{flag}: {name}: no such model directory")
-    if not (directory / "config.json").is_file():
-        raise ConfigError(f"--{flag}: {name}: not a model directory (no config.json)")
+    if not (directory / "config.json").is_file() and not is_adapter_dir(directory / ADAPTER_DIR):
+        raise ConfigError(
+            f"--{flag}: {name}: not a model directory (no config.json, no LoRA {ADAPTER_DIR}/)"
+        )
 
 
 def tokenizer_tokens(directory: Path) -> tuple[set[str], bool]:
@@ -219,6 +222,20 @@ def read_data(cfg: Config) -> tuple[list[Record], list[Record]]:
     return split_records(records, data.eval_fraction, cfg.run.seed)
 
 
+def check_lora_tokens(name: str, token_format: str) -> None:
+    """LoRA leaves the embeddings frozen: a format whose tokens the model's tokenizer lacks
+    would add untrained ones (``models.lora.refuse_new_tokens``, said before Ray starts)."""
+    directory = model_dir(name)
+    if directory is None or not directory.is_dir():
+        return
+    tokens, _ = tokenizer_tokens(directory)
+    added = sum(t not in tokens for t in format_special_tokens(token_format))
+    try:
+        refuse_new_tokens(added, token_format, name)
+    except ValueError as error:
+        raise ConfigError(f"--use_lora: {error}") from None
+
+
 def check_paths(cfg: Config) -> None:
     """Data file, output directory, models and plugin (module docstring)."""
     if cfg.data.data_path != "sample":
@@ -244,6 +261,8 @@ def check_train(cfg: Config) -> TrainPlan:
     stages = plan_stages(cfg)
     if stages.rl_policy_needs_format:
         check_token_format("model_name", cfg.model.model_name, cfg.data.token_format)
+    if cfg.model.use_lora and (cfg.sft.run_sft or cfg.reward_model.run_reward_model):
+        check_lora_tokens(cfg.model.model_name, cfg.data.token_format)
     if starts_local_ray():
         check_resources(cfg, stages, local_cpus(), local_gpus(), "this machine")
     train_records, eval_records = read_data(cfg)

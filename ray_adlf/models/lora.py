@@ -13,7 +13,8 @@ A stage trained with ``--use_lora`` writes ``adapter/`` (PEFT layout:
 ``PeftModel.from_pretrained(base, OUT/adapter)``) and, with ``--merge_lora``, the merged model
 at the top of its output (``from_pretrained(OUT)``). ``merged_model_path`` gives a later stage,
 or an engine, a full model either way: the merged output, or ``OUT/merged/`` written once from
-the base and the adapter.
+the base and the adapter. Importing this module imports neither torch nor PEFT (the
+command line's checks read it before any model loads).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
@@ -150,6 +152,7 @@ def save_lora_output(adapter_source: Path, output_dir: Path, merge: bool) -> Non
 
 def merge_adapter(adapter_dir: str | Path) -> torch.nn.Module:
     """The base named in ``adapter_dir``'s config with the adapter merged in (a plain model)."""
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 

@@ -26,10 +26,17 @@ into equal minibatches and takes one optimizer step per minibatch on
 A step whose loss or gradient norm is inf/NaN on any rank is skipped on every rank (no optimizer
 or scheduler step, the weights stay as they were) and counted in ``skipped_steps``; a round whose
 every step is skipped raises ``FloatingPointError``.
+
+Precision (``--bf16``, ``--fp16``): every forward runs under ``torch.autocast`` in that dtype
+(weights, gradients and Adam moments stay float32; logprobs and values are computed in float32
+from the autocast logits and hidden states). fp16 scales the loss by a ``GradScaler`` and
+unscales the gradients before clipping; a step whose scaled gradients overflow is skipped as
+above and the scale halves (``scaler.update``), the scaler's state travels in the checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -96,7 +103,8 @@ class PPOSettings:
     ``kl_estimator`` k1/k2/k3; ``kl_in_loss`` (KL as a loss term, not a reward penalty);
     ``advantage`` gae/grpo/rloo with GAE's ``gamma`` / ``lam``; ``group_size`` (samples per
     prompt); ``epochs`` (ppo_epochs) x ``num_minibatches``; ``clip_eps``, ``vf_coef``,
-    ``value_clip_eps``, ``entropy_coef``, ``max_grad_norm`` (ppo_max_grad_norm, 0 = off)."""
+    ``value_clip_eps``, ``entropy_coef``, ``max_grad_norm`` (ppo_max_grad_norm, 0 = off);
+    ``precision`` fp32/bf16/fp16 (--bf16, --fp16)."""
 
     temperature: float = 1.0
     beta: float = 0.0
@@ -113,6 +121,14 @@ class PPOSettings:
     value_clip_eps: float = 0.2
     entropy_coef: float = 0.0
     max_grad_norm: float = 1.0
+    precision: str = "fp32"
+
+    def autocast(self, device: torch.device):
+        """The forward's autocast context for ``precision`` (fp32: none)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype)
 
 
 @dataclass
@@ -182,7 +198,8 @@ def make_experience(
     advantage, temperature = settings.advantage, settings.temperature
     out = {}
     if old_logprobs is None:
-        out = response_forward(model, batch, temperature, with_values=advantage == "gae")
+        with settings.autocast(batch["input_ids"].device):
+            out = response_forward(model, batch, temperature, with_values=advantage == "gae")
     policy_logprobs = (out["logprobs"] if old_logprobs is None else old_logprobs) * mask
     if ref_logprobs is None:
         ref_logprobs = policy_logprobs
@@ -221,9 +238,10 @@ def ppo_update(
     experience: Experience,
     settings: PPOSettings,
     generator: torch.Generator,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """``settings.epochs`` passes of minibatch PPO over ``experience``; returns mean loss
-    statistics."""
+    statistics. ``scaler``: fp16's loss scaler (module docstring)."""
     epochs, num_minibatches = settings.epochs, settings.num_minibatches
     rows = experience.mask.shape[0]
     on_policy = experience.old_logprobs is None
@@ -236,9 +254,10 @@ def ppo_update(
         for index in torch.tensor_split(order, num_minibatches):
             part = experience if on_policy else experience.rows(index)
             with_values = part.values is not None or part.advantages is None
-            out = response_forward(
-                model, part.batch, settings.temperature, with_values, with_entropy=True
-            )
+            with settings.autocast(part.mask.device):
+                out = response_forward(
+                    model, part.batch, settings.temperature, with_values, with_entropy=True
+                )
             if on_policy:  # the old policy (and old values) are this forward's
                 part.old_logprobs = out["logprobs"].detach() * part.mask
             if part.advantages is None:
@@ -272,16 +291,26 @@ def ppo_update(
                 loss = loss + settings.beta * kl_term
                 step_stats["kl_loss"] = kl_term.item()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is None:
+                loss.backward()
+            else:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
             max_norm = settings.max_grad_norm if settings.max_grad_norm > 0 else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor, replicated on every rank
                 grad_norm = grad_norm.full_tensor()
             if not finite_on_every_rank(loss.detach(), grad_norm):
                 skipped += 1
+                if scaler is not None:
+                    scaler.update()  # the scaled gradients overflowed: a smaller scale next
                 continue
             step_stats["grad_norm"] = grad_norm.item()
-            optimizer.step()
+            if scaler is None:
+                optimizer.step()
+            else:
+                scaler.step(optimizer)
+                scaler.update()
             scheduler.step()
             for key, value in step_stats.items():
                 totals[key] = totals.get(key, 0.0) + value

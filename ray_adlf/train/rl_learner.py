@@ -15,8 +15,9 @@ Passes a round makes over the shard:
 - reference logprobs: none here; rank 0 ran the round's one reference pass over every row
   (``reference_logprobs``, or the reference actor) before the rewards, for the KL and the
   fluency signal alike, and the rows arrive with the shard;
-- old logprobs (and values): one forward, except with one epoch of one minibatch and a float32
-  engine: there the update's own forward is the old policy (the ratio is exactly 1) and gives
+- old logprobs (and values): one forward, except with one epoch of one minibatch, a float32
+  engine and a float32 learner: there the update's own forward is the old policy (the ratio is
+  exactly 1) and gives
   the old values for GAE, and the KL uses the engine's logprobs (a float32 engine matches the
   learner to ~1e-7; a bf16/fp16 engine would bias the KL, so it keeps the forward);
 - the PPO update (``ppo_learner.ppo_update``).
@@ -38,6 +39,7 @@ from ray_adlf.data.rl_prompts import PromptStream, prompt_order
 from ray_adlf.models.loading import load_causal_lm
 from ray_adlf.models.lora import adapter_state_dict, add_lora, load_adapter_state, lora_settings
 from ray_adlf.models.policy import PolicyWithValue, pack_sequences, response_forward
+from ray_adlf.train.common import precision
 from ray_adlf.train.learner_state import load_learner_state, save_learner_state
 from ray_adlf.train.ppo_learner import (
     PPOSettings,
@@ -76,6 +78,7 @@ def ppo_settings(cfg: Config, beta: float, num_minibatches: int) -> PPOSettings:
         value_clip_eps=ppo.value_clip_eps,
         entropy_coef=ppo.entropy_coef,
         max_grad_norm=ppo.ppo_max_grad_norm,
+        precision=precision(cfg),
     )
 
 
@@ -109,6 +112,7 @@ class RLLearner:
         rows = ppo.ppo_batch_size * ppo.num_samples_per_prompt
         self.num_minibatches = max(1, min(rows // world, rows // ppo.ppo_minibatch_size))
         self._make_optimizer()
+        self.scaler = torch.amp.GradScaler(device.type) if precision(cfg) == "fp16" else None
         self.reference = None
         self.has_reference = (
             rank == 0 and ppo.reference_placement == "colocated" and uses_reference(cfg)
@@ -180,11 +184,14 @@ class RLLearner:
         batch = pack_sequences(prompt_ids, response_ids, pad_id)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         temperature = self.cfg.rollout.temperature
+        # The policy's precision, so that the KL compares like with like.
+        autocast = ppo_settings(self.cfg, 0.0, 1).autocast(self.device)
         if self.lora:
-            with self.policy.disable_adapter():
+            with self.policy.disable_adapter(), autocast:
                 out = response_forward(self.policy, batch, temperature, False)
         else:
-            out = response_forward(self.reference, batch, temperature, False)
+            with autocast:
+                out = response_forward(self.reference, batch, temperature, False)
         logprobs = out["logprobs"].cpu()
         return [logprobs[i, : len(r)].tolist() for i, r in enumerate(response_ids)]
 
@@ -195,12 +202,13 @@ class RLLearner:
         cfg, ppo = self.cfg, self.cfg.ppo
         batch = shard.tensors(pad_id, self.device)
         ref_logprobs = batch.get("ref_logprobs")
+        settings = ppo_settings(cfg, self.controller.beta, self.num_minibatches)
         on_policy = (
             ppo.ppo_epochs == 1
             and self.num_minibatches == 1
             and cfg.rollout.rollout_dtype == "float32"
+            and settings.precision == "fp32"
         )
-        settings = ppo_settings(cfg, self.controller.beta, self.num_minibatches)
         experience = make_experience(
             self.model,
             ref_logprobs,
@@ -211,7 +219,7 @@ class RLLearner:
         )
         generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + round_index)
         stats = ppo_update(
-            self.model, self.optimizer, self.scheduler, experience, settings, generator
+            self.model, self.optimizer, self.scheduler, experience, settings, generator, self.scaler
         )
         stats["beta"] = settings.beta
         stats["logprob_mismatch"] = global_masked_mean(
@@ -244,6 +252,7 @@ class RLLearner:
             "learner_extra": extra,
             "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
+            "grad_scaler": None if self.scaler is None else self.scaler.state_dict(),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "python": random.getstate(),
@@ -259,6 +268,8 @@ class RLLearner:
                 self.module.load_state_dict(state["learner_extra"], strict=False)
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.stream.load_state_dict(state["stream"])
         self.controller.load_state_dict(state["kl_controller"])
         self.combiner.load_state_dict(state["combiner"])

@@ -12,10 +12,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_smoke_script_passes_on_the_cpu(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_smoke_script_passes_on_the_cpu(tmp_path, precision):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    script = str(ROOT / "jobs" / "smoke_gpu.py")
     run = subprocess.run(
-        [sys.executable, str(ROOT / "jobs" / "smoke_gpu.py"), "--device", "cpu"],
+        [sys.executable, script, "--device", "cpu", "--precision", precision],
         capture_output=True,
         text=True,
         timeout=600,

@@ -87,6 +87,22 @@ CASES = [  # (id, argv after `ray-adlf`, text the one line must hold)
     ),
     ("not a model", ["train", "--model_name", "{tmp}/a_dir"], "not a model directory"),
     (
+        "lora with new tokens",
+        ["train", "--run_sft", "--use_lora", "--token_format", "role_markers"],
+        "--use_lora: tiny: --token_format role_markers adds 6 token(s)",
+    ),
+    ("merge without lora", ["train", "--merge_lora"], "--merge_lora: needs --use_lora"),
+    (
+        "lora on vllm",
+        ["train", "--use_lora", "--rollout_engine", "vllm"],
+        "--use_lora: the vllm engine does not load LoRA adapters",
+    ),
+    (
+        "lora with fsdp",
+        ["train", "--use_lora", "--learner_strategy", "fsdp"],
+        "--learner_strategy: fsdp with --use_lora is not built yet",
+    ),
+    (
         "key in the wrong section",
         ["train", "--config", "{tmp}/wrong_section.yaml"],
         "adlf_alpha belongs in section rewards",

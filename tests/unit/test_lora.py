@@ -21,6 +21,7 @@ from ray_adlf.models.lora import (
     save_lora_output,
 )
 from ray_adlf.models.policy import pack_sequences, response_forward
+from ray_adlf.preflight import check_model
 
 SETTINGS = LoraSettings(r=4, alpha=8.0, target_modules="q_proj,v_proj,down_proj")
 PROMPTS = [[1, 20, 30, 40], [1, 50, 60]]
@@ -81,6 +82,7 @@ def test_an_adapter_output_merges_once_and_loads_with_from_pretrained(tmp_path):
     save_lora_output(saved, output, merge=False)
     assert (output / ADAPTER_DIR / "adapter_config.json").is_file()
     assert not (output / "config.json").exists()
+    check_model("reward_model_path", str(output))  # the command line takes it as a model
     config = json.loads((output / ADAPTER_DIR / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == resolve_model_path("tiny")
 

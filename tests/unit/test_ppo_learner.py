@@ -101,3 +101,51 @@ def test_gae_on_its_own_forward_equals_the_step_after_an_old_logprob_and_value_p
     assert torch.allclose(on_policy.returns, with_pass.returns, atol=1e-5)
     for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def precision_step(precision: str, scaler=None, epochs=1, minibatches=1):
+    """One GRPO update of the tiny policy in ``precision``; returns (stats, model)."""
+    torch.manual_seed(0)
+    model = load_causal_lm("tiny")
+    batch = pack_sequences(PROMPTS, RESPONSES, 0)
+    settings = PPOSettings(
+        advantage="grpo",
+        group_size=2,
+        epochs=epochs,
+        num_minibatches=minibatches,
+        precision=precision,
+        max_grad_norm=1.0,
+    )
+    experience = make_experience(model, None, batch, SCORES, settings)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    generator = torch.Generator().manual_seed(0)
+    stats = ppo_update(model, optimizer, scheduler, experience, settings, generator, scaler)
+    return stats, model
+
+
+def test_bf16_autocast_keeps_float32_weights_and_tracks_the_float32_step():
+    full, full_model = precision_step("fp32")
+    half, half_model = precision_step("bf16")
+    assert all(p.dtype == torch.float32 for p in half_model.parameters())
+    assert half["policy_loss"] == pytest.approx(full["policy_loss"], abs=0.02)
+    assert half["grad_norm"] == pytest.approx(full["grad_norm"], rel=0.05)
+    start = torch.cat([p.flatten() for p in load_causal_lm("tiny").parameters()])
+    steps = [
+        torch.cat([p.detach().flatten() for p in m.parameters()]) - start
+        for m in (half_model, full_model)
+    ]
+    cosine = torch.nn.functional.cosine_similarity(steps[0], steps[1], dim=0).item()
+    assert 0.9 < cosine < 1.0  # bf16 rounding bends the update a little, not its direction
+
+
+def test_fp16_loss_scaler_skips_overflowing_steps_and_halves_its_scale():
+    # 2^40 times the loss overflows fp16 activation gradients: each such step is skipped and
+    # halves the scale, until the scaled gradients fit and the steps go through.
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40, growth_interval=10_000)
+    stats, model = precision_step("fp16", scaler, epochs=8, minibatches=4)
+    skipped = stats["skipped_steps"]
+    assert 1 <= skipped < 32
+    assert scaler.get_scale() == 2.0**40 / 2**skipped
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert scaler.state_dict()["scale"] == scaler.get_scale()  # what the checkpoint keeps
