@@ -12,10 +12,12 @@ collective group) and then ``--repeats``, and prints the medians:
 - ``fp s``: rank 0's fingerprints of the weights (``weights_fingerprint``);
 - ``MiB/s``: bytes moved over the push's seconds.
 
-LoRA (the adapter only) is not measured: LoRA is not built yet.
+With ``--lora`` (the default) each size is measured again with a LoRA adapter (r 8 on every
+linear layer, ``models.lora``): the engines hold the base with the same adapter and a push
+carries the adapter alone.
 
 Run: ``python jobs/bench_sync.py`` (sizes up to ~400M parameters; ``--sizes 256x4,512x8``
-picks hidden x layers).
+picks hidden x layers; ``--no-lora`` skips the adapter rows).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from ray_adlf.models.lora import LoraSettings
 
 DEFAULT_SIZES = "tiny,256x4,512x8,768x12,1024x16,1280x20"
 
@@ -36,6 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--engines", type=int, default=1, help="receivers (RolloutActors)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--bucket_mb", type=int, default=64, help="collective bucket size, MiB")
+    parser.add_argument("--lora", action=argparse.BooleanOptionalAction, default=True)
     return parser.parse_args()
 
 
@@ -51,17 +56,20 @@ def model_path(size: str, scratch: Path) -> str:
     return build_random_llama(scratch / size, hidden, layers, seed=0)
 
 
-def bench_size(path: str, args: argparse.Namespace) -> list[dict]:
-    """Rows for one model: one per method."""
+def bench_size(path: str, args: argparse.Namespace, lora: LoraSettings | None) -> list[dict]:
+    """Rows for one model (with ``lora``: its adapter): one per method."""
     from ray_adlf.actors.group import wait_ready
     from ray_adlf.actors.rollout import RolloutPool
     from ray_adlf.actors.weight_sync import WeightSync
     from ray_adlf.models.loading import load_causal_lm
+    from ray_adlf.models.lora import adapter_state_dict, add_lora
 
     learner = load_causal_lm(path)
-    state_dict = learner.state_dict()
     params = sum(p.numel() for p in learner.parameters())
-    pool = RolloutPool(args.engine, path, num_workers=args.engines, num_cpus=1)
+    state_dict = learner.state_dict()
+    if lora is not None:
+        state_dict = adapter_state_dict(add_lora(learner, lora, "CAUSAL_LM"))
+    pool = RolloutPool(args.engine, path, num_workers=args.engines, num_cpus=1, lora=lora)
     rows = []
     try:
         wait_ready([pool.group])
@@ -77,7 +85,7 @@ def bench_size(path: str, args: argparse.Namespace) -> list[dict]:
             measured = timings[1:]
             row = {
                 "params": params,
-                "method": method,
+                "method": method + (" LoRA" if lora else ""),
                 "push_s": statistics.median(wall for wall, _ in measured),
                 "send_s": statistics.median(t.send_s for _, t in measured),
                 "load_s": statistics.median(max(t.load_s) for _, t in measured),
@@ -94,7 +102,7 @@ def bench_size(path: str, args: argparse.Namespace) -> list[dict]:
 
 def format_row(row: dict) -> str:
     return (
-        f"| {row['params'] / 1e6:7.1f}M | {row['nbytes'] / 2**20:8.1f} | {row['method']:12} "
+        f"| {row['params'] / 1e6:7.1f}M | {row['nbytes'] / 2**20:8.1f} | {row['method']:17} "
         f"| {row['push_s']:7.3f} | {row['send_s']:7.3f} | {row['load_s']:7.3f} "
         f"| {row['fingerprint_s']:6.3f} | {row['mib_per_s']:7.0f} |"
     )
@@ -113,7 +121,10 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as scratch:
             for size in args.sizes.split(","):
-                bench_size(model_path(size, Path(scratch)), args)
+                path = model_path(size, Path(scratch))
+                bench_size(path, args, None)
+                if args.lora:
+                    bench_size(path, args, LoraSettings())
     finally:
         ray.shutdown()
 
