@@ -134,7 +134,7 @@ def bench_sync(engine, pool, state_dict, repeats: int) -> dict[str, float | str]
     last = pool.last_sync
     loads = "/".join(f"{s * 1e3:.1f}" for s in last.load_s)
     return {name: median(values[1:]) for name, values in times.items()} | {
-        "parts": f"{last.pack_s * 1e3:.1f} + {last.put_s * 1e3:.1f} + {loads}",
+        "parts": f"{last.prepare_s * 1e3:.1f} + {last.send_s * 1e3:.1f} + {loads}",
         "nbytes": last.nbytes,
     }
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 import tempfile
 import time
@@ -245,7 +246,7 @@ def rl_check(
                 f"{name} round {round_index}",
                 started,
                 device,
-                f"policy loss {stats['policy_loss']:.4f}, kl {stats['kl']:.4f}, "
+                f"policy loss {stats.get('policy_loss', math.nan):.4f}, kl {stats['kl']:.4f}, "
                 f"engine/learner logprob mismatch {mismatch:.2e}, {synced / 2**20:.2f} MiB synced",
             )
             check(mismatch <= parity_tol, f"{name}: logprob mismatch {mismatch:.2e}")

@@ -14,7 +14,7 @@ receivers, one of two ways (``--weight_sync``):
 
 Either way every receiver answers with the fingerprint of the weights it holds after loading
 (``engines.weights.weights_fingerprint``); the push compares it with the sender's, cast to the
-receiver's dtype, and raises ``WeightSyncError`` on any difference.
+dtype the receiver holds each tensor in, and raises ``WeightSyncError`` on any difference.
 
 ``WeightReceiver`` is the receivers' side, shared by ``RolloutActor`` and ``CritiqueActor``:
 they implement ``install_weights(state_dict, version) -> Fingerprint``.
@@ -36,6 +36,8 @@ from ray_adlf.engines.collective import DEFAULT_BUCKET_BYTES, Manifest, WeightGr
 from ray_adlf.engines.weights import (
     Fingerprint,
     PackedWeights,
+    WeightSyncError,
+    held_in_other_dtypes,
     pack_state_dict,
     unpack_state_dict,
     verify_fingerprint,
@@ -110,6 +112,10 @@ class WeightReceiver:
         self.weight_group = WeightGroup(host, port, rank, world, backend)
         self.weight_group.connect()
 
+    def in_weight_group(self) -> bool:
+        """Whether this process joined the collective group (a restarted one has not)."""
+        return self.weight_group is not None
+
     def receive_weights(self, manifest: Manifest, version: int) -> tuple[float, Fingerprint]:
         """Collective push: receive the broadcast, load it. Returns (seconds, fingerprint)."""
         start = time.perf_counter()
@@ -159,6 +165,7 @@ class WeightSync:
             nbytes = packed.nbytes
         else:
             group = self._connect()
+            self._check_members()
             manifest = make_manifest(state_dict, self.bucket_bytes)
             prepared = time.perf_counter()
             loads = [actor.receive_weights.remote(manifest, version) for actor in actors]
@@ -167,12 +174,18 @@ class WeightSync:
             nbytes = manifest.nbytes
         fingerprints = {dtype: weights_fingerprint(state_dict, dtype) for dtype in set(dtypes)}
         fingerprinted = time.perf_counter()
-        if self.method == "object_store":
-            self.latest = LatestWeights(ref, version, fingerprints)
         answers = self._gather(loads, version)
         for (_, got), dtype, label in zip(answers, dtypes, self.receivers.labels, strict=True):
-            if got is not None:
-                verify_fingerprint(fingerprints[dtype], got, label, version)
+            if got is None:
+                continue
+            other = held_in_other_dtypes(fingerprints[dtype], got)
+            if other:  # tensors this kind of receiver keeps in another dtype: in theirs
+                fingerprints[dtype] |= weights_fingerprint(
+                    {name: state_dict[name] for name in other}, other
+                )
+            verify_fingerprint(fingerprints[dtype], got, label, version)
+        if self.method == "object_store":
+            self.latest = LatestWeights(ref, version, fingerprints)
         self.last = SyncTiming(
             method=self.method,
             prepare_s=prepared - start,
@@ -198,6 +211,18 @@ class WeightSync:
                 logger.warning("%s missed weights %d (%s); it catches up", label, version, err)
                 answers.append((math.nan, None))
         return answers
+
+    def _check_members(self) -> None:
+        """Every receiver is still the process that joined the group (one round trip), so a
+        broadcast never waits on a restarted one."""
+        joined = ray.get([actor.in_weight_group.remote() for actor in self.receivers.actors])
+        lost = [label for label, ok in zip(self.receivers.labels, joined, strict=True) if not ok]
+        if lost:
+            raise WeightSyncError(
+                f"{', '.join(lost)} restarted and left the collective weight group, which "
+                "cannot take new members; resume from the last checkpoint (or use "
+                "--weight_sync object_store, whose receivers catch up on their own)"
+            )
 
     def _connect(self) -> WeightGroup:
         """The collective group, built on first use: rank 0 here, receivers 1..N."""

@@ -186,7 +186,7 @@ class Engine(Protocol):
         """Replace the model's weights (HF parameter names, full tensors) and set ``version``."""
         ...
 
-    def fingerprint(self) -> dict[str, tuple[float, float, int]]:
+    def fingerprint(self) -> dict[str, tuple[float, float, int, str]]:
         """``engines.weights.weights_fingerprint`` of the weights the engine holds."""
         ...
 

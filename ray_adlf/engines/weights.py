@@ -12,11 +12,12 @@ them into their own parameters (``load_state_dict`` / vLLM ``load_weights``), wh
 their source.
 
 Every sync verifies itself with ``weights_fingerprint``: per tensor, in float64 after casting to
-the engine's dtype, ``(sum x, sum x^2, numel)``. The engine computes it over the weights it
-holds after loading, the sender over what it meant to send; ``fingerprint_mismatches`` names the
-tensors whose fingerprints differ beyond float64 summation-order rounding, bounded by
-``|sum x| <= sqrt(n * sum x^2)``: a changed element, a stale, missing or partly loaded tensor
-shows; a permutation inside one tensor does not (no transfer fault looks like one).
+the dtype the engine holds it in, ``(sum x, sum x^2, numel, dtype)``. The engine computes it over
+the weights it holds after loading, the sender over what it meant to send;
+``fingerprint_mismatches`` names the tensors whose fingerprints differ beyond float64
+summation-order rounding, bounded by ``|sum x| <= sqrt(n * sum x^2)``: a changed element (past
+that bound), a NaN, a stale, missing or partly loaded tensor shows; a permutation inside one
+tensor does not (no transfer fault looks like one).
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ class PackedWeights:
         return sum(buffer.nbytes for buffer in self.buffers.values())
 
 
-Fingerprint = dict[str, tuple[float, float, int]]
-"""Tensor name -> ``(sum x, sum x^2, numel)`` in float64 (``weights_fingerprint``)."""
+Fingerprint = dict[str, tuple[float, float, int, str]]
+"""Tensor name -> ``(sum x, sum x^2, numel, dtype summed)`` in float64 (``weights_fingerprint``)."""
 
 SUM_RTOL = 1e-9
 FINGERPRINT_CHUNK = 2**20  # elements cast to float64 at a time: cache-sized, no model-sized copy
@@ -114,35 +115,54 @@ def unpack_state_dict(packed: PackedWeights) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def weights_fingerprint(
-    state_dict: Mapping[str, torch.Tensor], dtype: str | None = None
+    state_dict: Mapping[str, torch.Tensor], dtype: str | Mapping[str, str] | None = None
 ) -> Fingerprint:
-    """``name -> (sum x, sum x^2, numel)`` of every tensor, cast to ``dtype`` first (the
-    engine's; None keeps each tensor's own), summed in float64 on the tensor's device, a chunk
-    of ``FINGERPRINT_CHUNK`` elements at a time."""
+    """``name -> (sum x, sum x^2, numel, dtype)`` of every tensor, floating ones cast first to
+    ``dtype`` (the engine's, one for all or one per name; None keeps each tensor's own; integer
+    tensors keep theirs), summed in float64 on the tensor's device, a chunk of
+    ``FINGERPRINT_CHUNK`` elements at a time. ``dtype`` in the result is the one summed."""
     fingerprint: Fingerprint = {}
     for name, tensor in state_dict.items():
         flat = tensor.detach().reshape(-1)
+        target = dtype.get(name) if isinstance(dtype, Mapping) else dtype
+        if target is None or not flat.is_floating_point():
+            target = dtype_name(flat.dtype)
         total = squares = 0.0
         for start in range(0, flat.numel(), FINGERPRINT_CHUNK):
-            chunk = flat[start : start + FINGERPRINT_CHUNK]
-            if dtype is not None:
-                chunk = chunk.to(getattr(torch, dtype))
-            chunk = chunk.double()
+            chunk = flat[start : start + FINGERPRINT_CHUNK].to(getattr(torch, target)).double()
             total += chunk.sum().item()
             squares += torch.dot(chunk, chunk).item()
-        fingerprint[name] = (total, squares, flat.numel())
+        fingerprint[name] = (total, squares, flat.numel(), target)
     return fingerprint
 
 
+def held_in_other_dtypes(expected: Fingerprint, got: Fingerprint) -> dict[str, str]:
+    """Names ``got`` holds in another dtype than ``expected`` was cast to (a module an engine
+    keeps in float32, say): ``name -> the dtype held``, to fingerprint again in it."""
+    return {
+        name: entry[3]
+        for name, entry in got.items()
+        if name in expected and expected[name][3] != entry[3]
+    }
+
+
 def fingerprint_mismatches(expected: Fingerprint, got: Fingerprint) -> list[str]:
-    """Names missing from ``got``, unexpected in it, or whose sums differ: ``sum x`` by more
-    than ``SUM_RTOL * sqrt(n * sum x^2)``, ``sum x^2`` by more than ``SUM_RTOL * sum x^2``
-    (float64 rounding of a different summation order stays far below both)."""
+    """Names missing from ``got``, unexpected in it, held in another dtype, or whose sums
+    differ (NaN differs from everything): ``sum x`` by more than ``SUM_RTOL * sqrt(n * sum
+    x^2)``, ``sum x^2`` by more than ``SUM_RTOL * sum x^2`` (float64 rounding of a different
+    summation order stays far below both; a change of one element shows once it exceeds them,
+    about ``1e-9 * sqrt(n)`` times the tensor's root mean square)."""
     wrong = sorted(set(expected) ^ set(got))
     for name in expected.keys() & got.keys():
-        (s1, s2, n), (g1, g2, m) = expected[name], got[name]
+        (s1, s2, n, kind), (g1, g2, m, held) = expected[name], got[name]
         scale = math.sqrt(n * s2)
-        if n != m or abs(s1 - g1) > SUM_RTOL * scale or abs(s2 - g2) > SUM_RTOL * s2:
+        same = (
+            n == m
+            and kind == held
+            and abs(s1 - g1) <= SUM_RTOL * scale
+            and abs(s2 - g2) <= SUM_RTOL * s2
+        )
+        if not same:
             wrong.append(name)
     return sorted(wrong)
 

@@ -67,6 +67,23 @@ def lora_settings(model_config) -> LoraSettings | None:
     )
 
 
+def base_loader(model_class: str, base: str) -> str:
+    """``model_class.from_pretrained(base)`` as code (a reward model's one label included)."""
+    labels = ", num_labels=1" if "SequenceClassification" in model_class else ""
+    return f'{model_class}.from_pretrained("{base}"{labels})'
+
+
+def lora_load_line(model_config, base: str, model_class: str) -> str:
+    """The model card's line that loads the output: ``from_pretrained(OUTPUT_DIR)``, or for an
+    adapter-only output the base with the adapter (PEFT)."""
+    if model_config.use_lora and not model_config.merge_lora:
+        return (
+            f"model = PeftModel.from_pretrained({base_loader(model_class, base)}, "
+            f'OUTPUT_DIR + "/{ADAPTER_DIR}")  # from peft import PeftModel'
+        )
+    return f"model = {model_class}.from_pretrained(OUTPUT_DIR)"
+
+
 def lora_card(model_config, base: str, model_class: str) -> str:
     """The model card's LoRA paragraph ("" without ``--use_lora``): what was adapted and how
     to load the output."""
@@ -81,9 +98,9 @@ def lora_card(model_config, base: str, model_class: str) -> str:
     if model_config.merge_lora:
         return f"\n{trained} The weights at the top are the base with it merged in.\n"
     return (
-        f"\n{trained} Load it with `PeftModel.from_pretrained({model_class}.from_pretrained("
-        f'"{base}"), OUTPUT_DIR + "/{ADAPTER_DIR}")`, or train with --merge_lora for weights '
-        "that load with `from_pretrained(OUTPUT_DIR)`.\n"
+        f"\n{trained} Load it with `PeftModel.from_pretrained({base_loader(model_class, base)}, "
+        f'OUTPUT_DIR + "/{ADAPTER_DIR}")`, or train with --merge_lora for weights that load '
+        "with `from_pretrained(OUTPUT_DIR)`.\n"
     )
 
 
@@ -109,8 +126,8 @@ def add_lora(model: torch.nn.Module, settings: LoraSettings, task_type: TaskType
         target_modules=settings.targets,
         task_type=task_type,
     )
-    try:
-        return get_peft_model(model, config)
+    try:  # the adapter in the base's dtype: a bf16 engine holds it as the sync casts it
+        return get_peft_model(model, config, autocast_adapter_dtype=False)
     except ValueError as error:
         raise ValueError(f"--lora_target_modules {settings.target_modules!r}: {error}") from None
 
@@ -137,7 +154,9 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / ADAPTER_CONFIG).is_file() and not (Path(path) / "config.json").is_file()
 
 
-def save_lora_output(adapter_source: Path, output_dir: Path, merge: bool) -> None:
+def save_lora_output(
+    adapter_source: Path, output_dir: Path, merge: bool, trust_remote_code: bool = False
+) -> None:
     """A stage's LoRA output from a saved adapter directory: ``output_dir/adapter/``, and with
     ``merge`` the merged model (base + adapter) at the top of ``output_dir`` (whose tokenizer
     is already there)."""
@@ -147,10 +166,10 @@ def save_lora_output(adapter_source: Path, output_dir: Path, merge: bool) -> Non
     for name in ADAPTER_FILES:
         shutil.copy2(adapter_source / name, adapter / name)
     if merge:
-        merge_adapter(adapter).save_pretrained(output_dir)
+        merge_adapter(adapter, trust_remote_code).save_pretrained(output_dir)
 
 
-def merge_adapter(adapter_dir: str | Path) -> torch.nn.Module:
+def merge_adapter(adapter_dir: str | Path, trust_remote_code: bool = False) -> torch.nn.Module:
     """The base named in ``adapter_dir``'s config with the adapter merged in (a plain model)."""
     import torch
     from peft import PeftModel
@@ -160,11 +179,17 @@ def merge_adapter(adapter_dir: str | Path) -> torch.nn.Module:
     base_path = config["base_model_name_or_path"]
     if config["task_type"] == "SEQ_CLS":
         base = AutoModelForSequenceClassification.from_pretrained(
-            base_path, num_labels=1, problem_type="regression", dtype=torch.float32
+            base_path,
+            num_labels=1,
+            problem_type="regression",
+            dtype=torch.float32,
+            trust_remote_code=trust_remote_code,
         )
         base.config.pad_token_id = pad_token_id(Path(adapter_dir).parent)
     else:
-        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(
+            base_path, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
@@ -176,7 +201,7 @@ def pad_token_id(tokenizer_dir: Path) -> int:
     return tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
 
 
-def merged_model_path(path: str) -> str:
+def merged_model_path(path: str, trust_remote_code: bool = False) -> str:
     """A full model for ``path``: itself unless it is an adapter-only LoRA output, whose
     merged model is written once to ``path/merged/`` (atomically: concurrent callers, such as
     Tune trials, each get the complete directory)."""
@@ -190,7 +215,7 @@ def merged_model_path(path: str) -> str:
     from transformers import AutoTokenizer
 
     scratch = Path(tempfile.mkdtemp(prefix=".merging_", dir=root))
-    merge_adapter(adapter).save_pretrained(scratch)
+    merge_adapter(adapter, trust_remote_code).save_pretrained(scratch)
     AutoTokenizer.from_pretrained(root).save_pretrained(scratch)
     try:
         os.rename(scratch, merged)

@@ -52,7 +52,13 @@ TRAINING_STATE_FILES = (
     "training_args.bin",
 )
 SFT_RESUME_SECTIONS = ("data", "model", "sft")
-RESUME_FIELDS = (("run", "seed"), ("resources", "num_workers"))
+RESUME_FIELDS = (
+    ("run", "seed"),
+    ("run", "fp16"),
+    ("run", "bf16"),
+    ("resources", "num_workers"),
+    ("resources", "learner_strategy"),
+)
 
 
 def run_name(cfg: Config) -> str:
@@ -213,7 +219,7 @@ def write_model_outputs(checkpoint_dir: str | Path, cfg: Config, model_card: str
         if item.is_file() and not _is_training_state(item.name) and item.name not in ADAPTER_FILES:
             shutil.copy2(item, output_dir / item.name)
     if (source / ADAPTER_FILES[0]).is_file():
-        save_lora_output(source, output_dir, cfg.model.merge_lora)
+        save_lora_output(source, output_dir, cfg.model.merge_lora, cfg.model.trust_remote_code)
     atomic_write_text(output_dir / "README.md", model_card)
     save_yaml(cfg, output_dir / "config.yaml")
     atomic_write_text(output_dir / COMPLETE_MARKER, "")

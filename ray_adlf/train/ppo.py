@@ -165,6 +165,7 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
         if actors.critique is not None:
             actors.critique.calls = learner.critic_calls
         actors.push_weights(weights)
+    weights = None
 
     def run_eval(round_index: int) -> tuple[dict[str, float], list[float]]:
         eval_prompts, baseline = loop_config["eval_prompts"], learner.eval_baseline
@@ -231,6 +232,7 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
                     extra["wandb_run_id"] = wandb_run_id(cfg.run.output_dir, run_name(cfg), STAGE)
                 if learner.save(Path(scratch), tokenizer, extra, weights):
                     report_checkpoint = Checkpoint.from_directory(scratch)
+            weights = None  # sharded: rank 0 holds one full copy at a time, not two
             ray.train.report(metrics, checkpoint=report_checkpoint)
     if tracker is not None:
         tracker.close()
@@ -277,9 +279,11 @@ def run_rlhf(
         )
     cfg = planned(cfg, STAGE)
     resumed = prepare_stage_run(cfg, STAGE, sections=RESUME_SECTIONS)
-    policy_path = merged_model_path(policy_path)
-    reward_model_path = reward_model_path and merged_model_path(reward_model_path)
-    eval_reward_model_path = eval_reward_model_path and merged_model_path(eval_reward_model_path)
+    remote_code = cfg.model.trust_remote_code
+    policy_path = merged_model_path(policy_path, remote_code)
+    reward_model_path = reward_model_path and merged_model_path(reward_model_path, remote_code)
+    if eval_reward_model_path:
+        eval_reward_model_path = merged_model_path(eval_reward_model_path, remote_code)
     tokenizer = load_tokenizer(policy_path, cfg.model.trust_remote_code)
     prompts = rl_prompts(cfg, train_records, tokenizer)
     eval_prompts = []

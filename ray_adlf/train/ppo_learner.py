@@ -31,7 +31,9 @@ Precision (``--bf16``, ``--fp16``): every forward runs under ``torch.autocast`` 
 (weights, gradients and Adam moments stay float32; logprobs and values are computed in float32
 from the autocast logits and hidden states). fp16 scales the loss by a ``GradScaler`` and
 unscales the gradients before clipping; a step whose scaled gradients overflow is skipped as
-above and the scale halves (``scaler.update``), the scaler's state travels in the checkpoint.
+above and the scale halves (``scaler.update``), counted in ``overflow_steps`` too, and never
+fails the round (a round of only overflows leaves the weights as they were, at a smaller
+scale); the scaler's state travels in the checkpoint.
 """
 
 from __future__ import annotations
@@ -90,10 +92,11 @@ def global_masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8)
     return whiten(x, mask, mean.to(x.dtype), var.to(x.dtype), eps)
 
 
-def finite_on_every_rank(loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
-    """Whether the loss and the gradient norm are finite on every rank (one all-reduce)."""
-    bad = (~torch.isfinite(loss)).float() + (~torch.isfinite(grad_norm)).float()
-    return _all_reduce_sum(bad.reshape(1).to(grad_norm.device)).item() == 0
+def finite_on_every_rank(loss: torch.Tensor, grad_norm: torch.Tensor) -> tuple[bool, bool]:
+    """Whether the loss, and the gradient norm, are finite on every rank (one all-reduce)."""
+    bad = torch.stack([~torch.isfinite(loss), ~torch.isfinite(grad_norm)]).float()
+    loss_bad, grads_bad = _all_reduce_sum(bad.to(grad_norm.device)).tolist()
+    return loss_bad == 0, grads_bad == 0
 
 
 @dataclass(frozen=True)
@@ -248,7 +251,7 @@ def ppo_update(
     if on_policy and (epochs, num_minibatches) != (1, 1):
         raise ValueError("without old logprobs the update must be one epoch of one minibatch")
     totals: dict[str, float] = {}
-    steps = skipped = 0
+    steps = skipped = overflowed = 0
     for _ in range(epochs):
         order = torch.randperm(rows, generator=generator)
         for index in torch.tensor_split(order, num_minibatches):
@@ -300,10 +303,12 @@ def ppo_update(
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor, replicated on every rank
                 grad_norm = grad_norm.full_tensor()
-            if not finite_on_every_rank(loss.detach(), grad_norm):
+            loss_finite, grads_finite = finite_on_every_rank(loss.detach(), grad_norm)
+            if not (loss_finite and grads_finite):
                 skipped += 1
                 if scaler is not None:
-                    scaler.update()  # the scaled gradients overflowed: a smaller scale next
+                    scaler.update()  # a smaller scale next
+                    overflowed += loss_finite  # the scaled gradients overflowed: expected
                 continue
             step_stats["grad_norm"] = grad_norm.item()
             if scaler is None:
@@ -315,10 +320,11 @@ def ppo_update(
             for key, value in step_stats.items():
                 totals[key] = totals.get(key, 0.0) + value
             steps += 1
-    if steps == 0:
+    if steps == 0 and skipped > overflowed:
         raise FloatingPointError(
             f"every one of the {skipped} PPO steps of this round had a non-finite loss or "
             "gradient, so the weights were left as they were; lower --ppo_learning_rate, set "
             "--ppo_max_grad_norm, or check the rewards for inf/NaN"
         )
-    return {**{key: value / steps for key, value in totals.items()}, "skipped_steps": skipped}
+    means = {key: value / steps for key, value in totals.items()} if steps else {}
+    return {**means, "skipped_steps": skipped, "overflow_steps": overflowed}

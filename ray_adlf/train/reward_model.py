@@ -40,6 +40,7 @@ from ray_adlf.models.loading import resolve_model_path
 from ray_adlf.models.lora import (
     add_lora,
     lora_card,
+    lora_load_line,
     lora_settings,
     merged_model_path,
     refuse_new_tokens,
@@ -207,8 +208,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from ray_adlf.data.records import Turn
 from ray_adlf.rewards.reward_model import reward_model_ids
 
-tokenizer = AutoTokenizer.from_pretrained(PATH)
-model = AutoModelForSequenceClassification.from_pretrained(PATH)
+tokenizer = AutoTokenizer.from_pretrained(OUTPUT_DIR)
+{lora_load_line(cfg.model, init, "AutoModelForSequenceClassification")}
 ids = reward_model_ids([Turn("user", "What is 2 plus 2?")], "4.", tokenizer,
                        "{cfg.data.token_format}", {cfg.data.max_seq_length})
 score = 5 * model(input_ids=torch.tensor([ids])).logits[0, 0].item()
@@ -224,7 +225,7 @@ def run_reward_model(
 
     cfg = planned(cfg, stage)
     resumed = prepare_stage_run(cfg, stage, sections=("data", "model", "reward_model"))
-    init = merged_model_path(init_model_path(cfg))
+    init = merged_model_path(init_model_path(cfg), cfg.model.trust_remote_code)
     loop_config = {
         "config": to_dict(cfg),
         "records": ray.put((train_records, eval_records)),

@@ -6,7 +6,8 @@ the critics' call count (their sampling seeds) and, on rank 0, the colocated ref
 (with ``--use_lora`` none: the reference is the policy with its adapter disabled).
 ``train(shard, round_index, pad_id)`` is the learner's half of a round; ``save(directory)``
 and ``load`` are one call each: the policy in Hugging Face layout under ``policy/``, the rest
-as data (``learner_state``). ``--learner_strategy fsdp`` shards the module over the ranks
+as data (``learner_state``); with ``--use_lora`` ``policy/`` holds the adapter (PEFT layout).
+``--learner_strategy fsdp`` shards the module over the ranks
 (``train.sharding``): the model and optimizer shards then travel in ``sharded/`` and
 ``weights_to_sync`` gathers the full weights into rank 0, every rank taking part.
 
@@ -107,7 +108,9 @@ class RLLearner:
         ppo = cfg.ppo
         self.cfg, self.device, self.rank = cfg, device, rank
         self.sharded = cfg.resources.learner_strategy == "fsdp"
-        self.module = build_module(cfg, policy_path)
+        # Dropout off (eval mode; gradients still flow): the old policy, the update's forward
+        # and the engine must compute the same logprobs, as in TRL's PPO.
+        self.module = build_module(cfg, policy_path).eval()
         self.lora = lora_settings(cfg.model) is not None
         rows = ppo.ppo_batch_size * ppo.num_samples_per_prompt
         self.num_minibatches = max(1, min(rows // world, rows // ppo.ppo_minibatch_size))
@@ -268,7 +271,7 @@ class RLLearner:
                 self.module.load_state_dict(state["learner_extra"], strict=False)
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None:
+        if self.scaler is not None and state.get("grad_scaler"):
             self.scaler.load_state_dict(state["grad_scaler"])
         self.stream.load_state_dict(state["stream"])
         self.controller.load_state_dict(state["kl_controller"])
@@ -284,9 +287,7 @@ class RLLearner:
         """What the engines need, on rank 0 (``{}`` on the others): the policy's state dict, or
         with LoRA its adapter alone. Every rank calls it: sharded, it is a gather into rank 0."""
         if self.sharded:
-            full = full_state_dict(self.module)
-            if isinstance(self.module, PolicyWithValue):
-                full = {k[7:]: v for k, v in full.items() if k.startswith("policy.")}
+            full = full_state_dict(self.policy)  # the policy's parameters only
         if self.rank != 0:
             return {}
         if self.sharded:

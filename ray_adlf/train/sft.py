@@ -33,7 +33,13 @@ from ray_adlf.data.sft_dataset import (
     collate_examples,
 )
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
-from ray_adlf.models.lora import add_lora, lora_card, lora_settings, refuse_new_tokens
+from ray_adlf.models.lora import (
+    add_lora,
+    lora_card,
+    lora_load_line,
+    lora_settings,
+    refuse_new_tokens,
+)
 from ray_adlf.train.common import (
     make_torch_trainer,
     planned,
@@ -192,6 +198,7 @@ def sft_model_card(cfg: Config, metrics: dict[str, Any]) -> str:
             f"{data.curriculum_start_fraction:g} of the data)"
         )
     target = data.target_score if data.use_decision_transformer else None
+    base = resolve_model_path(cfg.model.model_name)
     losses = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("loss", "eval_loss") if k in metrics)
     workers = cfg.resources.num_workers
     lines = [
@@ -225,7 +232,7 @@ def sft_model_card(cfg: Config, metrics: dict[str, Any]) -> str:
         "from ray_adlf.data.records import Turn",
         "",
         "tokenizer = AutoTokenizer.from_pretrained(OUTPUT_DIR)",
-        "model = AutoModelForCausalLM.from_pretrained(OUTPUT_DIR)",
+        lora_load_line(cfg.model, base, "AutoModelForCausalLM"),
         'context = [Turn("user", "What is the capital of Peru?")]',
         f'prompt = generation_prompt(context, tokenizer, "{data.token_format}", '
         f"target_score={target!r})",
@@ -241,7 +248,6 @@ def sft_model_card(cfg: Config, metrics: dict[str, Any]) -> str:
             "asks for one; the model answers `Score: X/5` and `Reason: ...` "
             "(`ray_adlf.data.critique`).",
         ]
-    base = resolve_model_path(cfg.model.model_name)
     return "\n".join(lines) + "\n" + lora_card(cfg.model, base, "AutoModelForCausalLM")
 
 

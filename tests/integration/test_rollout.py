@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -283,3 +284,25 @@ def test_a_corrupted_sync_is_caught(served, prompts, method, monkeypatch):
         assert_greedy_matches_learner(served, prompts)
     finally:
         use_sync(served.pool, "object_store")
+
+
+def test_a_restarted_engine_stops_a_collective_sync_with_a_clear_error(served, prompts):
+    use_sync(served.pool, "collective")
+    try:
+        served.pool.sync_weights(served.learner.state_dict())  # builds the group
+        victim = served.pool.group.actors[1]
+        pid = actor_pid(victim)
+        ray.kill(victim, no_restart=False)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # Ray restarts it (max_restarts)
+            try:
+                if actor_pid(victim) != pid:
+                    break
+            except ray.exceptions.RayActorError:
+                time.sleep(0.2)
+        with pytest.raises(WeightSyncError, match="RolloutActor 1 restarted and left"):
+            served.pool.sync_weights(served.learner.state_dict())
+    finally:
+        use_sync(served.pool, "object_store")
+    served.pool.sync_weights(served.learner.state_dict())  # the object store reaches it again
+    assert_greedy_matches_learner(served, prompts)

@@ -110,3 +110,11 @@ def test_an_adapter_output_merges_once_and_loads_with_from_pretrained(tmp_path):
 def test_a_full_model_path_is_its_own_merged_path(tmp_path):
     assert merged_model_path(resolve_model_path("tiny")) == resolve_model_path("tiny")
     assert merged_model_path("some/hub-name") == "some/hub-name"
+
+
+def test_a_bfloat16_engine_holds_the_adapter_as_the_sync_casts_it():
+    policy = trained_lora_policy(seed=5)
+    engine = HFEngine("tiny", dtype="bfloat16", seed=0, device="cpu", lora=SETTINGS)
+    engine.load_weights(adapter_state_dict(policy), 1)
+    expected = weights_fingerprint(adapter_state_dict(policy), "bfloat16")
+    assert fingerprint_mismatches(expected, engine.fingerprint()) == []

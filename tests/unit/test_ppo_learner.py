@@ -149,3 +149,21 @@ def test_fp16_loss_scaler_skips_overflowing_steps_and_halves_its_scale():
     assert scaler.get_scale() == 2.0**40 / 2**skipped
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert scaler.state_dict()["scale"] == scaler.get_scale()  # what the checkpoint keeps
+
+
+def test_a_round_of_only_fp16_overflows_leaves_the_weights_and_lowers_the_scale():
+    # One step a round, and it overflows: no update, no error (an ordinary fp16 event).
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**60)
+    before = [p.detach().clone() for p in load_causal_lm("tiny").parameters()]
+    stats, model = precision_step("fp16", scaler)
+    assert stats["skipped_steps"] == stats["overflow_steps"] == 1
+    assert scaler.get_scale() == 2.0**59
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_values_stay_float32_under_bf16_autocast():
+    model = PolicyWithValue(load_causal_lm("tiny"))
+    batch = pack_sequences(PROMPTS, RESPONSES, 0)
+    with torch.no_grad(), PPOSettings(precision="bf16").autocast(torch.device("cpu")):
+        out = response_forward(model, batch, 1.0, with_values=True)
+    assert out["values"].dtype == torch.float32 and out["logprobs"].dtype == torch.float32

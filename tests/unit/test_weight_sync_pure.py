@@ -10,6 +10,7 @@ from ray_adlf.engines.weights import (
     FINGERPRINT_CHUNK,
     WeightSyncError,
     fingerprint_mismatches,
+    held_in_other_dtypes,
     verify_fingerprint,
     weights_fingerprint,
 )
@@ -17,16 +18,25 @@ from ray_adlf.engines.weights import (
 
 def test_fingerprint_by_hand():
     weights = {"a": torch.tensor([[1.0, -2.0], [3.0, 0.5]]), "b": torch.zeros(3)}
-    assert weights_fingerprint(weights) == {"a": (2.5, 14.25, 4), "b": (0.0, 0.0, 3)}
-    # Cast to the engine's dtype first: 1 + 2^-10 is not a bfloat16, it rounds to 1.
-    assert weights_fingerprint({"c": torch.tensor([1.0 + 2**-10])}, "bfloat16") == {
-        "c": (1.0, 1.0, 1)
+    assert weights_fingerprint(weights) == {
+        "a": (2.5, 14.25, 4, "float32"),
+        "b": (0.0, 0.0, 3, "float32"),
     }
+    # Cast to the engine's dtype first: 1 + 2^-10 is not a bfloat16, it rounds to 1; an
+    # integer tensor keeps its own dtype; one dtype per name where a receiver mixes them.
+    mixed = {"c": torch.tensor([1.0 + 2**-10]), "i": torch.arange(3), "d": torch.tensor([0.5])}
+    assert weights_fingerprint(mixed, "bfloat16") == {
+        "c": (1.0, 1.0, 1, "bfloat16"),
+        "i": (3.0, 5.0, 3, "int64"),
+        "d": (0.5, 0.25, 1, "bfloat16"),
+    }
+    per_name = weights_fingerprint(mixed, {"c": "float32", "d": "bfloat16"})
+    assert per_name["c"] == (1.0 + 2**-10, (1.0 + 2**-10) ** 2, 1, "float32")
 
 
 def test_fingerprint_in_chunks_equals_the_whole_tensor_sum():
     values = torch.randn(FINGERPRINT_CHUNK * 2 + 5, generator=torch.Generator().manual_seed(2))
-    [(total, squares, count)] = weights_fingerprint({"v": values}).values()
+    [(total, squares, count, _)] = weights_fingerprint({"v": values}).values()
     whole = values.double()
     assert count == values.numel()
     assert total == pytest.approx(whole.sum().item(), rel=1e-12)
@@ -49,17 +59,25 @@ def test_mismatches_ignore_summation_order_but_catch_one_changed_element():
         "bias"
     ]
     assert fingerprint_mismatches(expected, {"w": expected["w"]}) == ["bias"]  # missing
-    extra = {**expected, "lm_head.weight": (0.0, 0.0, 1)}
+    extra = {**expected, "lm_head.weight": (0.0, 0.0, 1, "float32")}
     assert fingerprint_mismatches(expected, extra) == ["lm_head.weight"]
+    poisoned = weights["w"].clone()
+    poisoned[0, 0] = float("nan")  # NaN compares unequal to everything, so it must show
+    assert fingerprint_mismatches(expected, weights_fingerprint({**weights, "w": poisoned})) == [
+        "w"
+    ]
+    held_wider = {**expected, "bias": (0.0, 0.0, 8, "float64")}
+    assert fingerprint_mismatches(expected, held_wider) == ["bias"]
+    assert held_in_other_dtypes(expected, held_wider) == {"bias": "float64"}
 
 
 def test_verify_names_the_tensor_and_the_version():
-    expected = {"a": (1.0, 1.0, 1)}
-    verify_fingerprint(expected, {"a": (1.0, 1.0, 1)}, "RolloutActor 0", 3)
+    expected = {"a": (1.0, 1.0, 1, "float32")}
+    verify_fingerprint(expected, {"a": (1.0, 1.0, 1, "float32")}, "RolloutActor 0", 3)
     with pytest.raises(
         WeightSyncError, match=r"RolloutActor 1: after weights sync 3, 1 of 1 .*\(a\)"
     ):
-        verify_fingerprint(expected, {"a": (2.0, 4.0, 1)}, "RolloutActor 1", 3)
+        verify_fingerprint(expected, {"a": (2.0, 4.0, 1, "float32")}, "RolloutActor 1", 3)
 
 
 def test_bucket_plan_by_hand():
