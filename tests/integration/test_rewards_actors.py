@@ -150,11 +150,14 @@ def test_a_killed_reward_actor_is_restarted_and_no_score_is_lost_or_doubled(rewa
 
 
 def perturbed_tiny_weights() -> dict[str, torch.Tensor]:
+    """The tiny model's weights plus noise, through its parameters: the tied embedding and
+    LM head stay one tensor, as in a learner's state dict (the critic's fingerprint checks)."""
     generator = torch.Generator().manual_seed(7)
-    return {
-        name: value + 0.05 * torch.randn(value.shape, generator=generator)
-        for name, value in load_causal_lm("tiny").state_dict().items()
-    }
+    model = load_causal_lm("tiny")
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=generator))
+    return model.state_dict()
 
 
 def local_debate_scores(spec, weights, contexts, responses, call: int) -> list[float]:
