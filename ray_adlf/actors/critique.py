@@ -64,13 +64,8 @@ class CritiqueActor(WeightReceiver):
         ``version`` (``latest`` loaded and verified first when these critics follow the policy
         and hold another)."""
         if self.follows_policy and self.version != version:
-            if latest is None or latest.version != version:
-                raise RuntimeError(
-                    f"critics on the policy hold weights {self.version}, the pool expects "
-                    f"{version} and has no copy of them to catch up from; resume from the "
-                    "last checkpoint"
-                )
-            self.catch_up(latest, CRITIC_DTYPE, "CritiqueActor on the policy")
+            where = "CritiqueActor on the policy"
+            self.catch_up(latest, version, self.version, CRITIC_DTYPE, where)
         return [critic.judge(batch, call) for critic, batch in zip(self.critics, requests)]
 
     def install_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> Fingerprint:

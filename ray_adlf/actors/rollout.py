@@ -97,19 +97,8 @@ class RolloutActor(WeightReceiver):
         the engine holds another version. Returns the batch and the catch-up load time (s)."""
         load_s = 0.0
         if self.engine.version != version:
-            if latest is None or latest.version != version:
-                raise RuntimeError(
-                    f"RolloutActor {self.index} holds weights {self.engine.version}, the pool "
-                    f"expects {version} and has no copy of them to catch up from (a restarted "
-                    "actor cannot rejoin --weight_sync collective); resume from the last checkpoint"
-                )
-            logger.warning(
-                "RolloutActor %d: loading weights %d (had %d) before serving",
-                self.index,
-                version,
-                self.engine.version,
-            )
-            load_s = self.catch_up(latest, self.dtype, f"RolloutActor {self.index}")
+            where = f"RolloutActor {self.index}"
+            load_s = self.catch_up(latest, version, self.engine.version, self.dtype, where)
         return self.engine.generate(prompt_ids, params), load_s
 
 

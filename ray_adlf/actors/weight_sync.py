@@ -101,8 +101,18 @@ class WeightReceiver:
         fingerprint = self.install_weights(unpack_state_dict(packed), version)
         return time.perf_counter() - start, fingerprint
 
-    def catch_up(self, latest: LatestWeights, dtype: str, where: str) -> float:
-        """Load a push this receiver missed and verify it; returns the seconds it took."""
+    def catch_up(
+        self, latest: LatestWeights | None, version: int, held: int, dtype: str, where: str
+    ) -> float:
+        """Load push ``version``, which this receiver (holding ``held``) missed, from ``latest``
+        and verify it; returns the seconds it took. No such push to load is an error."""
+        if latest is None or latest.version != version:
+            raise RuntimeError(
+                f"{where} holds weights {held}, the pool expects {version} and has no copy of "
+                "them to catch up from (a restarted receiver cannot rejoin --weight_sync "
+                "collective); resume from the last checkpoint"
+            )
+        logger.warning("%s: loading weights %d (had %d) before serving", where, version, held)
         load_s, fingerprint = self.load_weights(ray.get(latest.ref), latest.version)
         verify_fingerprint(latest.fingerprints[dtype], fingerprint, where, latest.version)
         return load_s

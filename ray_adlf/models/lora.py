@@ -67,20 +67,21 @@ def lora_settings(model_config) -> LoraSettings | None:
     )
 
 
-def base_loader(model_class: str, base: str) -> str:
-    """``model_class.from_pretrained(base)`` as code (a reward model's one label included)."""
+def adapter_loader(model_class: str, base: str) -> str:
+    """Code that loads an adapter-only output: the base (a reward model's one label
+    included) with ``OUTPUT_DIR/adapter`` on it (PEFT)."""
     labels = ", num_labels=1" if "SequenceClassification" in model_class else ""
-    return f'{model_class}.from_pretrained("{base}"{labels})'
+    return (
+        f'PeftModel.from_pretrained({model_class}.from_pretrained("{base}"{labels}), '
+        f'OUTPUT_DIR + "/{ADAPTER_DIR}")'
+    )
 
 
 def lora_load_line(model_config, base: str, model_class: str) -> str:
     """The model card's line that loads the output: ``from_pretrained(OUTPUT_DIR)``, or for an
-    adapter-only output the base with the adapter (PEFT)."""
+    adapter-only output ``adapter_loader``."""
     if model_config.use_lora and not model_config.merge_lora:
-        return (
-            f"model = PeftModel.from_pretrained({base_loader(model_class, base)}, "
-            f'OUTPUT_DIR + "/{ADAPTER_DIR}")  # from peft import PeftModel'
-        )
+        return f"model = {adapter_loader(model_class, base)}  # from peft import PeftModel"
     return f"model = {model_class}.from_pretrained(OUTPUT_DIR)"
 
 
@@ -98,9 +99,8 @@ def lora_card(model_config, base: str, model_class: str) -> str:
     if model_config.merge_lora:
         return f"\n{trained} The weights at the top are the base with it merged in.\n"
     return (
-        f"\n{trained} Load it with `PeftModel.from_pretrained({base_loader(model_class, base)}, "
-        f'OUTPUT_DIR + "/{ADAPTER_DIR}")`, or train with --merge_lora for weights that load '
-        "with `from_pretrained(OUTPUT_DIR)`.\n"
+        f"\n{trained} Load it with `{adapter_loader(model_class, base)}`, or train with "
+        "--merge_lora for weights that load with `from_pretrained(OUTPUT_DIR)`.\n"
     )
 
 

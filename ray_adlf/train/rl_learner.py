@@ -111,11 +111,11 @@ class RLLearner:
         # Dropout off (eval mode; gradients still flow): the old policy, the update's forward
         # and the engine must compute the same logprobs, as in TRL's PPO.
         self.module = build_module(cfg, policy_path).eval()
-        self.lora = lora_settings(cfg.model) is not None
+        self.lora, self.precision = cfg.model.use_lora, precision(cfg)
         rows = ppo.ppo_batch_size * ppo.num_samples_per_prompt
         self.num_minibatches = max(1, min(rows // world, rows // ppo.ppo_minibatch_size))
         self._make_optimizer()
-        self.scaler = torch.amp.GradScaler(device.type) if precision(cfg) == "fp16" else None
+        self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
         self.reference = None
         self.has_reference = (
             rank == 0 and ppo.reference_placement == "colocated" and uses_reference(cfg)
@@ -188,7 +188,7 @@ class RLLearner:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         temperature = self.cfg.rollout.temperature
         # The policy's precision, so that the KL compares like with like.
-        autocast = ppo_settings(self.cfg, 0.0, 1).autocast(self.device)
+        autocast = PPOSettings(precision=self.precision).autocast(self.device)
         if self.lora:
             with self.policy.disable_adapter(), autocast:
                 out = response_forward(self.policy, batch, temperature, False)
