@@ -17,6 +17,12 @@ constant learning rate 1e-5.
 - GRPO: TRL 1.16 ``GRPOTrainer`` (4 prompts x 4 samples, ``beta=0``) vs ray_adlf ``--advantage
   grpo`` (4 prompts x 4 samples, ``--init_kl_coef 0``).
 
+ray_adlf runs three ways: ``sync`` (generate, score, learn and sync in turn), ``async``
+(``--async_rollout --max_staleness 1 --reference_placement actor``: round r + 1 is sampled and
+scored while round r trains; the reference in its own actor, since a colocated one would run
+its forward in the learner's process, beside its training) and ``async2`` (the same with
+``--num_rollout_workers 2``).
+
 TRL is installed with ``pip install --no-deps --target`` into the cache (its dependencies come
 from this venv) and put first on ``PYTHONPATH``; 1.12's PPOTrainer runs unchanged on this venv's
 transformers 5.19. Every run is a process of its own (for ray_adlf a
@@ -26,13 +32,16 @@ ray_adlf, TRL, ... so background load hits both alike.
 Measured in each run: the wall clock at the end of every round (TRL: ``on_step_end`` of a
 ``TrainerCallback``; ray_adlf: the ``time`` of the round's metrics.jsonl row, written after the
 weight sync) and at the start of round 1 (TRL: ``on_train_begin``; ray_adlf, whose rows hold no
-start time: round 1's end minus its ``time/*`` phase seconds). Printed:
+start time: round 1's end minus its wait and learner seconds). Printed:
 
 - seconds a round: the median gap between consecutive round ends, round 1 (warm-up) left out,
   pooled over the repeats; trained tokens a second: 16 x 48 sequence tokens over that median;
 - start-up: from spawning the process to the start of round 1 (median over the repeats);
-- ray_adlf's phases: the median of each ``time/*`` metric over rounds 2..N, its share of the
-  round, and ``other`` (the round's rest: Ray Train's report, metrics, the driver's glue);
+- ray_adlf's phases: the median of each ``time/*`` metric over rounds 2..N and its share of
+  the round. The learner thread's round is ``wait`` (for its rollout) + ``learner`` +
+  ``other`` (the rest: the weights hand-over, metrics, Ray Train's report); the producer's
+  phases (generate, reference, reward, sync) are inside ``wait`` in sync mode and overlap the
+  learner's under async. ``--plot`` draws both stacks, sync vs async;
 - the floor: one forward+backward of the policy on 16 x 48 tokens and one ``generate`` of
   16 x 32 new tokens, in plain torch with ``--threads`` threads (median of 5 after a warm-up),
   and ``x floor``: seconds a round over the two together;
@@ -41,8 +50,9 @@ start time: round 1's end minus its ``time/*`` phase seconds). Printed:
 TRL runs under ``nice -n 15``, the niceness Ray gives its workers (where ray_adlf computes), so
 background load slows both alike; the numbers still mean most on a quiet machine.
 
-Run: ``python jobs/bench_ppo.py`` (defaults: 13 rounds x 3 runs of each, 10-15 minutes on 2
-quiet cores; the first call also builds the models and installs TRL, about a minute).
+Run: ``python jobs/bench_ppo.py --plot docs/bench_ppo_phases.png`` (defaults: 13 rounds x 3
+runs of each, about 30 minutes on 2 quiet cores; ``--repeats 1`` about 10; the first call also
+builds the models and installs TRL, about a minute).
 """
 
 from __future__ import annotations
@@ -63,7 +73,16 @@ VOCAB_SIZE = 2000
 SEQUENCES, GROUP, PROMPT_TOKENS, NEW_TOKENS = 16, 4, 16, 32
 KL_COEF, LEARNING_RATE = 0.05, 1e-5
 TRL_VERSIONS = {"ppo": "1.12.0", "grpo": "1.16.0"}
-RUNS = ("trl_ppo", "adlf_ppo", "trl_grpo", "adlf_grpo")
+# ray_adlf's modes: sync (generate, score, learn, sync in turn), async (--async_rollout,
+# --max_staleness 1: round r + 1 sampled while round r trains), async2 (the same with 2
+# rollout actors)
+MODES = ("sync", "async", "async2")
+RUNS = (
+    "trl_ppo",
+    *(f"adlf_ppo_{mode}" for mode in MODES),
+    "trl_grpo",
+    *(f"adlf_grpo_{mode}" for mode in MODES),
+)
 RAY_WORKER_NICENESS = 15  # Ray's default for worker processes
 
 
@@ -79,6 +98,9 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=os.cpu_count() or 1,
         help="torch threads of TRL and the floor (ray_adlf plans its own: every core a phase)",
+    )
+    parser.add_argument(
+        "--plot", help="write the stacked per-phase round times, sync vs async, to this PNG"
     )
     parser.add_argument("--worker", choices=RUNS, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -270,7 +292,7 @@ def run_trl_grpo(cache: Path, rounds: int, out_dir: Path, threads: int) -> dict:
     return {"begin": clock.begin, "ends": clock.ends, "trl": trl.__version__}
 
 
-def adlf_config(algo: str, rounds: int, out_dir: Path):
+def adlf_config(algo: str, mode: str, rounds: int, out_dir: Path):
     from ray_adlf.config import Config, validate
 
     cfg = Config()
@@ -292,10 +314,14 @@ def adlf_config(algo: str, rounds: int, out_dir: Path):
     else:
         cfg.ppo.advantage, cfg.ppo.num_samples_per_prompt = "grpo", GROUP
         cfg.ppo.ppo_batch_size, cfg.ppo.init_kl_coef = SEQUENCES // GROUP, 0.0
+    cfg.ppo.async_rollout = mode != "sync"
+    if cfg.ppo.async_rollout:  # the reference's forward beside the producer, not in the learner
+        cfg.ppo.reference_placement = "actor"
+    cfg.resources.num_rollout_workers = 2 if mode == "async2" else 1
     return validate(cfg)
 
 
-def run_adlf(cache: Path, algo: str, rounds: int, out_dir: Path) -> dict:
+def run_adlf(cache: Path, algo: str, mode: str, rounds: int, out_dir: Path) -> dict:
     import ray
 
     from ray_adlf.data.sample import sample_path
@@ -307,7 +333,10 @@ def run_adlf(cache: Path, algo: str, rounds: int, out_dir: Path) -> dict:
     records = read_records(sample_path()).records
     chosen = [records[i] for i in json.loads((cache / "prompts.json").read_text())["records"]]
     run_rlhf(
-        adlf_config(algo, rounds, out_dir), chosen, str(cache / "policy"), str(cache / "reward")
+        adlf_config(algo, mode, rounds, out_dir),
+        chosen,
+        str(cache / "policy"),
+        str(cache / "reward"),
     )
     ray.shutdown()
     rows = sorted(
@@ -315,8 +344,10 @@ def run_adlf(cache: Path, algo: str, rounds: int, out_dir: Path) -> dict:
         key=lambda r: r["step"],
     )
     phases = [{k: v for k, v in row.items() if k.startswith("time/")} for row in rows]
+    first = phases[0]  # the learner thread's round 1: waiting for its rollout, then training
     return {
-        "begin": rows[0]["time"] - sum(phases[0].values()),
+        "begin": rows[0]["time"] - first["time/wait_s"] - first["time/learner_s"],
+        "lag": statistics.mean(row["lag/mean"] for row in rows[1:]),
         "ends": [row["time"] for row in rows],
         "phases": phases,
         "response_length": statistics.mean(row["response_length"] for row in rows),
@@ -326,9 +357,9 @@ def run_adlf(cache: Path, algo: str, rounds: int, out_dir: Path) -> dict:
 def worker(args: argparse.Namespace) -> None:
     """One run in this process; its clock readings to ``--result``."""
     cache, out_dir = Path(args.cache_dir), Path(args.result).parent / "run"
-    framework, algo = args.worker.split("_")
+    framework, algo, *mode = args.worker.split("_")
     if framework == "adlf":
-        result = run_adlf(cache, algo, args.rounds, out_dir)
+        result = run_adlf(cache, algo, mode[0], args.rounds, out_dir)
     elif algo == "ppo":
         result = run_trl_ppo(cache, args.rounds, out_dir, args.threads)
     else:
@@ -343,7 +374,7 @@ def spawn(kind: str, args: argparse.Namespace, scratch: Path, trl_dirs: dict[str
     command = [sys.executable, __file__, "--worker", kind, "--result", str(run_dir / "out.json")]
     command += ["--rounds", str(args.rounds), "--cache_dir", args.cache_dir]
     command += ["--threads", str(args.threads)]
-    framework, algo = kind.split("_")
+    framework, algo, *_ = kind.split("_")
     if framework == "trl":
         trl_path = [str(trl_dirs[algo]), *filter(None, [env.get("PYTHONPATH")])]
         env["PYTHONPATH"] = os.pathsep.join(trl_path)
@@ -406,10 +437,15 @@ def floor(cache: Path, threads: int) -> dict[str, float]:
     }
 
 
+LEARNER_PATH = ("wait_s", "learner_s", "other")  # the learner thread's round, in order
+PRODUCER_PATH = ("generate_s", "reference_s", "reward_s", "sync_s")  # the producer's
+
+
 def summarize(runs: list[dict], floor_round_s: float) -> dict:
     """Seconds a round, tokens a second, start-up, seconds a round over ``floor_round_s``; for
-    ray_adlf the median seconds and share of each phase (``other``: the round's gap less its
-    phases) and the mean response length."""
+    ray_adlf the median seconds and share of each phase (``other``: the round's gap less the
+    learner thread's wait and training: Ray Train's report, metrics, the weights hand-over),
+    the mean response length and the mean policy lag of the trained samples."""
     gaps = [[b - a for a, b in zip(run["ends"], run["ends"][1:])] for run in runs]
     round_s = statistics.median(gap for run_gaps in gaps for gap in run_gaps)
     out = {
@@ -420,53 +456,100 @@ def summarize(runs: list[dict], floor_round_s: float) -> dict:
     }
     if "phases" in runs[0]:
         rounds = [  # (gap, phases) of rounds 2..N
-            (gap, phases)
+            (gap, {key.removeprefix("time/"): value for key, value in phases.items()})
             for run, run_gaps in zip(runs, gaps)
             for gap, phases in zip(run_gaps, run["phases"][1:])
         ]
-        rounds = [(gap, {**p, "other": gap - sum(p.values())}) for gap, p in rounds]
+        rounds = [(gap, {**p, "other": gap - p["wait_s"] - p["learner_s"]}) for gap, p in rounds]
         out["phases"] = {
-            key.removeprefix("time/"): (
+            key: (
                 statistics.median(p[key] for _, p in rounds),
                 statistics.median(p[key] / gap for gap, p in rounds),
             )
-            for key in rounds[0][1]
+            for key in (*PRODUCER_PATH, *LEARNER_PATH)
+            if key in rounds[0][1]
         }
         out["response tokens"] = statistics.mean(run["response_length"] for run in runs)
+        out["lag"] = statistics.mean(run["lag"] for run in runs)
     return out
 
 
 def print_table(stats: dict[str, dict], floor_s: dict[str, float], trl: dict[str, str], args):
-    algos = ("ppo", "grpo")
     learn, sample = floor_s["fwd+bwd"], floor_s["generate"]
     print(
         f"\nbench_ppo, {datetime.datetime.now():%Y-%m-%d %H:%M}: policy "
         f"{floor_s['params'] / 1e6:.2f}M parameters, {SEQUENCES} sequences x "
         f"({PROMPT_TOKENS} + {NEW_TOKENS}) tokens a round, fp32, {args.threads} threads; "
         f"{args.rounds} rounds x {args.repeats} runs of each; "
-        f"TRL {trl['ppo']} (PPO), {trl['grpo']} (GRPO)\n"
+        f"TRL {trl['ppo']} (PPO), {trl['grpo']} (GRPO)"
     )
-    print(f"{'':16}" + "".join(f"{algo.upper():>30}" for algo in algos))
-    print(f"{'':16}" + f"{'TRL':>10}{'ray_adlf':>10}{'ratio':>10}" * len(algos))
-    for name in ("s / round", "tokens / s", "start-up s", "x floor"):
-        cells = ""
-        for algo in algos:
-            theirs, ours = stats[f"trl_{algo}"][name], stats[f"adlf_{algo}"][name]
-            cells += f"{theirs:10.2f}{ours:10.2f}{ours / theirs:10.2f}"
-        print(f"{name:16}{cells}")
-    print(f"\n{'ray_adlf phases':16}{'s':>10}{'share':>10}{'s':>20}{'share':>10}")
-    ours = [stats[f"adlf_{algo}"] for algo in algos]
-    for phase in dict.fromkeys(key for s in ours for key in s["phases"]):
-        cells = [s["phases"].get(phase) for s in ours]
-        line = "".join(f"{c[0]:10.2f}{c[1]:10.0%}{'':10}" if c else f"{'-':>30}" for c in cells)
-        print(f"{phase:16}{line}".rstrip())
-    lengths = [s["response tokens"] for s in ours]
-    print(f"{'response tokens':16}{lengths[0]:10.1f}{lengths[1]:30.1f}")
+    columns = ("TRL", *MODES)
+    for algo in ("ppo", "grpo"):
+        kinds = [f"trl_{algo}", *(f"adlf_{algo}_{mode}" for mode in MODES)]
+        print(f"\n{algo.upper():16}" + "".join(f"{c:>10}" for c in columns))
+        print(f"{'':16}{'':10}" + "".join(f"{'ray_adlf':>10}" for _ in MODES) + "  (x TRL)")
+        for name in ("s / round", "tokens / s", "start-up s", "x floor"):
+            values = [stats[kind][name] for kind in kinds]
+            ratios = " ".join(f"{v / values[0]:.2f}" for v in values[1:])
+            print(f"{name:16}" + "".join(f"{v:10.2f}" for v in values) + f"  ({ratios})")
+        ours = [stats[kind] for kind in kinds[1:]]
+        for phase in dict.fromkeys(key for s in ours for key in s["phases"]):
+            cells = [s["phases"].get(phase) for s in ours]
+            line = "".join(f"{c[0]:6.2f}{c[1]:4.0%}" if c else f"{'-':>10}" for c in cells)
+            print(f"{'  ' + phase:16}{'':10}{line}")
+        print(f"{'  lag (versions)':16}{'':10}" + "".join(f"{s['lag']:10.2f}" for s in ours))
+        print(
+            f"{'  response tok.':16}{'':10}"
+            + "".join(f"{s['response tokens']:10.1f}" for s in ours)
+        )
     print(
-        f"\nfloor, plain torch: forward+backward {SEQUENCES} x {PROMPT_TOKENS + NEW_TOKENS} "
+        f"\nphases: seconds and share of the round (median of rounds 2..N); the producer's "
+        f"({', '.join(PRODUCER_PATH)}) overlap the learner's under async.\n"
+        f"floor, plain torch: forward+backward {SEQUENCES} x {PROMPT_TOKENS + NEW_TOKENS} "
         f"{learn:.2f} s, generate {SEQUENCES} x {NEW_TOKENS} {sample:.2f} s, "
         f"together {learn + sample:.2f} s ('x floor' above: seconds a round / this)"
     )
+
+
+def plot_phases(stats: dict[str, dict], path: Path) -> None:
+    """Stacked bars of the round, sync vs async, for PPO and GRPO: for each mode the learner
+    thread's round (waiting for the rollout, training, the rest) and beside it the producer's
+    phases; the TRL round as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    colours = dict(zip((*PRODUCER_PATH, *LEARNER_PATH), plt.get_cmap("tab10").colors))
+    for axis, algo in zip(axes, ("ppo", "grpo")):
+        labels = []
+        for slot, mode in enumerate(("sync", "async")):
+            phases = stats[f"adlf_{algo}_{mode}"]["phases"]
+            for offset, path_keys, side in (
+                (-0.2, LEARNER_PATH, "learner"),
+                (0.2, PRODUCER_PATH, "producer"),
+            ):
+                bottom = 0.0
+                for key in path_keys:
+                    seconds = max(phases.get(key, (0.0, 0.0))[0], 0.0)
+                    label = key.removesuffix("_s") if key not in labels else None
+                    labels.append(key)
+                    axis.bar(
+                        slot + offset, seconds, 0.38, bottom=bottom, color=colours[key], label=label
+                    )
+                    bottom += seconds
+                axis.text(slot + offset, bottom, side, ha="center", va="bottom", fontsize=7)
+        axis.axhline(stats[f"trl_{algo}"]["s / round"], color="black", linestyle="--", linewidth=1)
+        axis.text(
+            1.45, stats[f"trl_{algo}"]["s / round"], "TRL", va="bottom", ha="right", fontsize=8
+        )
+        axis.set_xticks([0, 1], ["sync", "async (K = 1)"])
+        axis.set_title(f"{algo.upper()}: seconds a round")
+    axes[0].set_ylabel("seconds (median of rounds 2..N)")
+    axes[1].legend(fontsize=7, loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 def main() -> None:
@@ -488,6 +571,9 @@ def main() -> None:
     stats = {kind: summarize(kind_runs, floor_round_s) for kind, kind_runs in runs.items()}
     trl = {algo: runs[f"trl_{algo}"][0]["trl"] for algo in TRL_VERSIONS}
     print_table(stats, floor_s, trl, args)
+    if args.plot:
+        plot_phases(stats, Path(args.plot))
+        print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":

@@ -217,6 +217,7 @@ class RLRun:
             generated.finish_reasons,
             torch.as_tensor(rewards.rewards, dtype=torch.float32),
             self.cfg.ppo.num_samples_per_prompt,
+            [round_index - 1] * len(generated.response_ids),
             reference,
         )
         stats = self.learner.train(rollout, round_index, pad_id)

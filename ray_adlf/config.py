@@ -244,13 +244,63 @@ class PPOConfig:
     ppo_batch_size: int = _flag(16, "prompts per round", AT_LEAST_ONE)
     ppo_minibatch_size: int = _flag(8, "sequences per PPO minibatch", AT_LEAST_ONE)
     ppo_learning_rate: float = _flag(1e-5, "policy (and value) learning rate", POSITIVE)
-    advantage: Literal["gae", "grpo", "rloo"] = _flag("gae", "advantage estimator")
-    num_samples_per_prompt: int = _flag(
-        1, "responses per prompt (group size for grpo/rloo)", AT_LEAST_ONE
+    advantage: Literal["gae", "grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline"] = _flag(
+        "gae", "advantage estimator (reinforce_pp: REINFORCE++; _baseline: group-mean first)"
     )
-    gamma: float = _flag(1.0, "GAE discount", FRACTION)
+    num_samples_per_prompt: int = _flag(
+        1, "responses per prompt (group size for the group baselines)", AT_LEAST_ONE
+    )
+    group_std_normalize: bool = _flag(
+        True, "grpo: divide by the group's std (--no-group_std_normalize: Dr. GRPO)"
+    )
+    gamma: float = _flag(1.0, "discount of GAE and REINFORCE++", FRACTION)
     lam: float = _flag(0.95, "GAE lambda", FRACTION)
-    clip_eps: float = _flag(0.2, "PPO ratio clip", Range(0.0, 1.0, low_open=True))
+    policy_loss: Literal["ppo", "gspo"] = _flag(
+        "ppo", "clipped surrogate on the token ratio (ppo) or the sequence ratio (gspo)"
+    )
+    clip_eps: float = _flag(
+        0.2, "ratio clip (the lower one with --clip_eps_high)", Range(0.0, 1.0, low_open=True)
+    )
+    clip_eps_high: float = _flag(
+        0.0, "upper ratio clip, DAPO's clip-higher (0.28 there; 0 = --clip_eps)", Range(0.0, 10.0)
+    )
+    dual_clip: float = _flag(
+        0.0,
+        "dual-clip PPO: bound c > 1 of a negative advantage's loss (0 = off)",
+        Range(0.0, 100.0),
+    )
+    loss_agg: Literal[
+        "token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"
+    ] = _flag(
+        "token_mean",
+        "loss aggregation as veRL names it (seq_mean_token_sum_norm: Dr. GRPO's constant "
+        "--max_new_tokens normaliser)",
+    )
+    dynamic_sampling: bool = _flag(
+        False, "DAPO: drop prompt groups whose rewards are all equal and sample more prompts"
+    )
+    dynamic_sampling_max_batches: int = _flag(
+        3, "dynamic sampling: batches of prompts sampled at most per round", AT_LEAST_ONE
+    )
+    overlong_buffer: int = _flag(
+        0,
+        "DAPO overlong shaping: the last N tokens before --max_new_tokens where a penalty "
+        "ramps to --overlong_penalty (0 = off)",
+        NON_NEGATIVE,
+    )
+    overlong_penalty: float = _flag(1.0, "overlong shaping: the penalty at the cap", NON_NEGATIVE)
+    tis_cap: float = _flag(
+        2.0,
+        "truncated importance sampling: cap of exp(learner old - engine logprob) per token, "
+        "which corrects policy lag and engine numerics (0 = off)",
+        NON_NEGATIVE,
+    )
+    async_rollout: bool = _flag(
+        False, "generate the next rounds while the learner trains (lag <= --max_staleness)"
+    )
+    max_staleness: int = _flag(
+        1, "async: policy versions a trained sample may lag the learner", AT_LEAST_ONE
+    )
     vf_coef: float = _flag(0.1, "value loss weight", NON_NEGATIVE)
     value_clip_eps: float = _flag(0.2, "value clip", POSITIVE)
     entropy_coef: float = _flag(0.0, "entropy bonus weight", NON_NEGATIVE)
@@ -466,6 +516,63 @@ def uses_reference(cfg: Config) -> bool:
     return reference_each_round(cfg) or cfg.ppo.eval_every > 0
 
 
+GROUP_ADVANTAGES = ("grpo", "rloo", "reinforce_pp_baseline")
+GSPO_MAX_CLIP = 0.01  # GSPO's paper clips its sequence ratio at 3e-4 / 4e-4
+
+
+def check_algorithm(cfg: Config) -> None:
+    """The RL algorithm's flags that only make sense together."""
+    ppo, model = cfg.ppo, cfg.model
+    group = ppo.advantage in GROUP_ADVANTAGES
+    if group:
+        _require(
+            ppo.num_samples_per_prompt >= 2,
+            "num_samples_per_prompt",
+            f"--advantage {ppo.advantage} needs >= 2 samples per prompt",
+        )
+    _require(
+        ppo.group_std_normalize or ppo.advantage == "grpo",
+        "group_std_normalize",
+        "only --advantage grpo divides by the group's std",
+    )
+    _require(ppo.dual_clip == 0 or ppo.dual_clip > 1, "dual_clip", "must be 0 (off) or > 1")
+    _require(
+        ppo.dual_clip == 0 or ppo.policy_loss == "ppo",
+        "dual_clip",
+        "bounds the token-ratio loss; use it with --policy_loss ppo",
+    )
+    if ppo.policy_loss == "gspo":
+        _require(
+            max(ppo.clip_eps, ppo.clip_eps_high) <= GSPO_MAX_CLIP,
+            "clip_eps",
+            f"--policy_loss gspo clips a sequence ratio (a geometric mean of token ratios), "
+            f"whose range is far narrower than PPO's: at most {GSPO_MAX_CLIP} here, the paper "
+            "uses --clip_eps 3e-4 --clip_eps_high 4e-4",
+        )
+    _require(
+        not ppo.dynamic_sampling or group,
+        "dynamic_sampling",
+        "drops groups whose rewards are all equal: it needs a group baseline "
+        f"(--advantage {', '.join(GROUP_ADVANTAGES)})",
+    )
+    _require(
+        ppo.overlong_buffer <= cfg.rollout.max_new_tokens,
+        "overlong_buffer",
+        f"must be <= --max_new_tokens ({cfg.rollout.max_new_tokens})",
+    )
+    _require(
+        not (
+            ppo.async_rollout
+            and model.use_lora
+            and ppo.reference_placement == "colocated"
+            and uses_reference(cfg)
+        ),
+        "async_rollout",
+        "with --use_lora the colocated reference is the policy with its adapter off, which the "
+        "learner trains while the next rollout needs it; use --reference_placement actor",
+    )
+
+
 def validate(cfg: Config) -> Config:
     """Check every range, then the combinations; return ``cfg`` or raise ConfigError."""
     check_ranges(cfg)
@@ -526,12 +633,7 @@ def validate(cfg: Config) -> Config:
         f"must be a multiple of --num_workers ({res.num_workers}): each rank takes "
         "whole prompt groups",
     )
-    if ppo.advantage in ("grpo", "rloo"):
-        _require(
-            ppo.num_samples_per_prompt >= 2,
-            "num_samples_per_prompt",
-            f"--advantage {ppo.advantage} needs >= 2 samples per prompt",
-        )
+    check_algorithm(cfg)
     _require(
         not (ppo.kl_in_loss and ppo.kl_estimator == "k1"),
         "kl_in_loss",

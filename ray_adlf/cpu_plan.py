@@ -22,7 +22,10 @@ learner), so each phase may use every core the stage holds, not only its Ray sha
 processes in the phase)`` threads, at least 1 (the processes of a phase may share a machine).
 With 2 cores, one learner, one rollout and one reward actor, each uses 2 threads in its turn;
 Ray's own default (``OMP_NUM_THREADS`` = the process's CPU share, 1 here) would leave one core
-idle in every phase.
+idle in every phase. With ``--async_rollout`` the learner trains while the producer samples
+and scores the next round, so the cores are halved between the two sides: each phase counts
+``usable / 2`` cores (2 cores: 1 thread each), which keeps the two sides from fighting over
+the same cores (threads that outnumber cores slow every one of them).
 
 ``check_fits`` refuses, naming the flags, a plan whose parts add up to more than the budget
 (Ray would otherwise wait for resources forever).
@@ -117,6 +120,8 @@ def phase_threads(cfg: Config) -> dict[str, int]:
         "single": 1,
     }
     usable = min(stage_cpus(cfg, RL_STAGE), os.cpu_count() or 1)
+    if cfg.ppo.async_rollout:  # the learner and the producer run at once
+        usable /= 2
     return {phase: max(1, math.floor(usable / count + 1e-9)) for phase, count in processes.items()}
 
 

@@ -10,6 +10,7 @@ GSPO-token gives every token the ratio ``s_it = sg[s_i] * exp(logp_it - sg[logp_
 stop-gradient): its VALUE is ``s_i`` and its gradient w.r.t. ``logp_it`` is ``s_i``. The loss::
 
     l_it = max(-A_it s_it, -A_it clip(s_it, 1 - eps_low, 1 + eps_high))
+    l_it <- w_it * l_it          (TIS weights ``is_weights``, constants; none by default)
     loss = aggregate_loss(l, m, "seq_mean_token_mean") = 1/S sum_i 1/n_i sum_t l_it
 
 With one advantage per sequence (``A_it = A_i``) the value is GSPO's sequence objective
@@ -21,6 +22,9 @@ mean: eps_low = 3e-4, eps_high = 4e-4 (the defaults here).
 stats: ``clip_fraction`` = share of valid tokens whose clipped term is the larger one (the paper
 reports this token share); ``approx_kl`` = masked mean of the token k3 ``(r - 1) - log r`` of
 KL(old || new); ``seq_ratio_mean`` = mean of ``s_i`` over rows with a valid token.
+
+``loss_agg_mode`` (default the paper's ``seq_mean_token_mean``) and the counts go to
+``aggregate_loss`` as for ``losses.policy_loss``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch
 
 from ray_adlf.algo.advantages import broadcast_to_tokens
 from ray_adlf.algo.aggregation import aggregate_loss
+from ray_adlf.algo.importance import weighted
 from ray_adlf.algo.kl import masked_log_ratio
 from ray_adlf.algo.masked import masked_mean
 
@@ -41,13 +46,17 @@ def gspo_policy_loss(
     clip_eps_low: float = 3e-4,
     clip_eps_high: float = 4e-4,
     *,
+    is_weights: torch.Tensor | None = None,
+    loss_agg_mode: str = "seq_mean_token_mean",
+    constant_length: int | None = None,
+    global_token_count: float | torch.Tensor | None = None,
     global_sequence_count: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GSPO-token clipped surrogate with the sequence ratio ``s_i`` (module docstring).
 
-    logp, old_logp, mask: [B, T]; advantages: [B] (one per sequence) or [B, T] -> (scalar loss,
-    {"clip_fraction", "approx_kl", "seq_ratio_mean"} as detached scalars).
-    ``global_sequence_count``: all-reduced S under data parallel (see ``aggregate_loss``).
+    logp, old_logp, mask: [B, T]; advantages: [B] (one per sequence) or [B, T]; ``is_weights``
+    [B, T] (detached here) -> (scalar loss, {"clip_fraction", "approx_kl", "seq_ratio_mean"}
+    as detached scalars). The last four arguments go to ``aggregate_loss``.
     """
     if logp.dim() != 2 or old_logp.shape != logp.shape or mask.shape != logp.shape:
         raise ValueError(
@@ -66,10 +75,14 @@ def gspo_policy_loss(
     ratio = torch.exp(log_s)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high)
+    per_token = torch.maximum(unclipped, clipped)
+    per_token = weighted(per_token, is_weights)
     loss = aggregate_loss(
-        torch.maximum(unclipped, clipped),
+        per_token,
         valid,
-        "seq_mean_token_mean",
+        loss_agg_mode,
+        constant_length=constant_length,
+        global_token_count=global_token_count,
         global_sequence_count=global_sequence_count,
     )
     with torch.no_grad():

@@ -8,8 +8,8 @@ the learner's old policy to the engine's, truncated at ``cap`` to bound the vari
     x_t = clamp(m_t * (logp_old_t - logp_engine_t), -20, 20)     (``kl.masked_log_ratio``)
     w_t = min(exp(x_t), cap) * m_t                                (detached, 0 at padding)
 
-Apply them with ``losses.policy_loss(..., is_weights=w)``, which multiplies the per-token
-surrogate by ``w`` before aggregation. stats over valid tokens: ``mean`` and ``max`` of ``w``
+Apply them with ``losses.policy_loss(..., is_weights=w)`` (or ``gspo_policy_loss``), which
+multiplies the per-token surrogate by ``w`` before aggregation (``weighted``). stats over valid tokens: ``mean`` and ``max`` of ``w``
 and ``truncated_fraction``, the share with ``exp(x_t) > cap``.
 """
 
@@ -45,3 +45,15 @@ def truncated_is_weights(
             "truncated_fraction": masked_mean((raw > cap).to(raw.dtype), valid),
         }
     return weights, stats
+
+
+def weighted(per_token: torch.Tensor, is_weights: torch.Tensor | None) -> torch.Tensor:
+    """``per_token * w`` with the weights as constants (no gradient); unchanged for None.
+    per_token, is_weights: [B, T]."""
+    if is_weights is None:
+        return per_token
+    if is_weights.shape != per_token.shape:
+        raise ValueError(
+            f"is_weights {tuple(is_weights.shape)} do not match the loss {tuple(per_token.shape)}"
+        )
+    return per_token * is_weights.detach()

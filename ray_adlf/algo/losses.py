@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ray_adlf.algo.aggregation import aggregate_loss
+from ray_adlf.algo.importance import weighted
 from ray_adlf.algo.kl import kl_estimate, masked_log_ratio
 from ray_adlf.algo.masked import masked_mean
 
@@ -78,12 +79,7 @@ def policy_loss(
         bound = -dual_clip * advantages
         dual_bound = (advantages < 0) & (per_token > bound)
         per_token = torch.where(dual_bound, bound, per_token)
-    if is_weights is not None:
-        if is_weights.shape != per_token.shape:
-            raise ValueError(
-                f"is_weights {tuple(is_weights.shape)} do not match logp {tuple(logp.shape)}"
-            )
-        per_token = per_token * is_weights.detach()
+    per_token = weighted(per_token, is_weights)
     loss = aggregate_loss(
         per_token,
         mask,

@@ -81,6 +81,14 @@ def distinct_tensors(
     return stored, aliases
 
 
+def copy_weights(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A CPU copy of ``state_dict`` in which tensors that shared storage (tied embeddings)
+    share one copy, so it packs and fingerprints as the original does."""
+    stored, aliases = distinct_tensors(state_dict)
+    copies = {name: tensor.to("cpu", copy=True) for name, tensor in stored.items()}
+    return {name: copies[aliases.get(name, name)] for name in state_dict}
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     """``torch.bfloat16`` -> ``"bfloat16"``."""
     return str(dtype).removeprefix("torch.")

@@ -1,7 +1,7 @@
 """What the RL stage reports: each round's metrics, the held-out evaluation, the outputs.
 
 ``round_metrics`` is a round's row of ``metrics.jsonl`` (with the bytes it moved: the packed
-weights put once, and the rollout shards scattered to the other ranks); ``evaluate`` runs on
+weights of the push before it, and the rollout shards scattered to the other ranks); ``evaluate`` runs on
 rank 0 after the rounds ``--eval_every`` names (and before round 1, for the baseline);
 ``stage_summary`` publishes the finished policy with ``rlhf_model_card`` as its README.md.
 """
@@ -26,7 +26,7 @@ from ray_adlf.train.common import run_name, stage_output_dir, write_model_output
 if TYPE_CHECKING:
     from ray_adlf.actors.rl_actors import RLActors
     from ray_adlf.train.rl_learner import RLLearner
-    from ray_adlf.train.rollout_batch import Rollout
+    from ray_adlf.train.rollout_producer import ProducedRound
 
 log = logging.getLogger(__name__)
 
@@ -35,30 +35,31 @@ EVAL_SEED_OFFSET = 50_000_000  # evaluation samples never reuse a training round
 
 
 def round_metrics(
-    rollout: Rollout,
-    parts: dict,
+    produced: ProducedRound,
     stats: dict,
     timings: dict,
     learner: RLLearner,
-    actors: RLActors,
     scattered_bytes: int,
+    round_index: int,
 ) -> dict[str, Any]:
-    """What a round logs: reward parts, update statistics, lengths, bytes moved, timings."""
+    """What a round logs: reward parts and the producer's other metrics (the weights push that
+    preceded the round, dynamic sampling), update statistics, lengths, the samples' policy lag
+    (``lag/mean``, ``lag/max`` and a count per lag, ``lag/count_<k>``), bytes moved, timings."""
+    rollout = produced.rollout
     lengths = [len(ids) for ids in rollout.response_ids]
+    lags = [round_index - 1 - version for version in rollout.policy_versions]
     moved = {"kl", "beta", "logprob_mismatch"}
     return {
-        **parts,
-        **{f"ppo/{k}": v for k, v in stats.items() if k not in moved},
-        **{k: stats[k] for k in moved if k in stats},
+        **produced.metrics,
+        **{k if "/" in k or k in moved else f"ppo/{k}": v for k, v in stats.items()},
         "samples": len(rollout),
         "response_length": float(np.mean(lengths)),
         "stopped_fraction": float(np.mean([r == "stop" for r in rollout.finish_reasons])),
         "learning_rate": learner.scheduler.get_last_lr()[0],
-        "epoch": learner.stream.epoch,
-        "bytes/weights": actors.rollout.last_sync.nbytes,
+        "lag/mean": float(np.mean(lags)),
+        "lag/max": float(max(lags)),
+        **{f"lag/count_{k}": float(lags.count(k)) for k in sorted(set(lags))},
         "bytes/scatter": scattered_bytes,
-        "sync/verified": float(actors.rollout.last_sync.verified),
-        "sync/fingerprint_s": actors.rollout.last_sync.fingerprint_s,
         **{f"time/{k}": v for k, v in timings.items()},
     }
 

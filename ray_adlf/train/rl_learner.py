@@ -16,12 +16,15 @@ Passes a round makes over the shard:
 - reference logprobs: none here; rank 0 ran the round's one reference pass over every row
   (``reference_logprobs``, or the reference actor) before the rewards, for the KL and the
   fluency signal alike, and the rows arrive with the shard;
-- old logprobs (and values): one forward, except with one epoch of one minibatch, a float32
-  engine and a float32 learner: there the update's own forward is the old policy (the ratio is
-  exactly 1) and gives
-  the old values for GAE, and the KL uses the engine's logprobs (a float32 engine matches the
-  learner to ~1e-7; a bf16/fp16 engine would bias the KL, so it keeps the forward);
+- old logprobs (and values): one forward under the current weights, except with one epoch of
+  one minibatch, where the update's own forward is the old policy (``experience``); either way
+  the learner's old policy, never the engine's logprobs, gives the KL and the ratio, and the
+  TIS weights (``--tis_cap``) correct for the engine (its lag under ``--async_rollout``, its
+  numerics always);
 - the PPO update (``ppo_learner.ppo_update``).
+
+Every row carries the policy version that sampled it; ``train`` refuses a shard with a row more
+than ``--max_staleness`` versions behind the learner (0 without ``--async_rollout``).
 """
 
 from __future__ import annotations
@@ -41,14 +44,11 @@ from ray_adlf.models.loading import load_causal_lm
 from ray_adlf.models.lora import adapter_state_dict, add_lora, load_adapter_state, lora_settings
 from ray_adlf.models.policy import PolicyWithValue, pack_sequences, response_forward
 from ray_adlf.train.common import precision
+from ray_adlf.train.experience import make_experience
 from ray_adlf.train.learner_state import load_learner_state, save_learner_state
-from ray_adlf.train.ppo_learner import (
-    PPOSettings,
-    global_masked_mean,
-    global_row_mean,
-    make_experience,
-    ppo_update,
-)
+from ray_adlf.train.ppo_learner import ppo_update
+from ray_adlf.train.ppo_settings import PPOSettings
+from ray_adlf.train.rank_stats import global_masked_mean, global_max, global_row_mean
 from ray_adlf.train.rollout_batch import Rollout
 from ray_adlf.train.sharding import full_state_dict, load_sharded, save_sharded, shard_module
 
@@ -58,6 +58,11 @@ def kl_controller(cfg: Config) -> FixedKLController | AdaptiveKLController:
     if cfg.ppo.use_dynamic_kl:
         return AdaptiveKLController(cfg.ppo.init_kl_coef, cfg.ppo.kl_target, cfg.ppo.kl_horizon)
     return FixedKLController(cfg.ppo.init_kl_coef)
+
+
+def max_lag(cfg: Config) -> int:
+    """The most policy versions a trained sample may lag the learner."""
+    return cfg.ppo.max_staleness if cfg.ppo.async_rollout else 0
 
 
 def ppo_settings(cfg: Config, beta: float, num_minibatches: int) -> PPOSettings:
@@ -72,9 +77,16 @@ def ppo_settings(cfg: Config, beta: float, num_minibatches: int) -> PPOSettings:
         gamma=ppo.gamma,
         lam=ppo.lam,
         group_size=ppo.num_samples_per_prompt,
+        group_std_normalize=ppo.group_std_normalize,
         epochs=ppo.ppo_epochs,
         num_minibatches=num_minibatches,
+        policy_loss=ppo.policy_loss,
         clip_eps=ppo.clip_eps,
+        clip_eps_high=ppo.clip_eps_high,
+        dual_clip=ppo.dual_clip,
+        loss_agg=ppo.loss_agg,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        tis_cap=ppo.tis_cap,
         vf_coef=ppo.vf_coef,
         value_clip_eps=ppo.value_clip_eps,
         entropy_coef=ppo.entropy_coef,
@@ -140,6 +152,7 @@ class RLLearner:
         self.combiner = make_combiner(cfg.rewards)
         self.round, self.critic_calls = 0, 0
         self.eval_baseline: list[float] | None = None
+        self.in_flight: list[dict[str, Any]] = []  # rank 0: rollouts made for later rounds
         self.model: torch.nn.Module = self.module
 
     def _make_optimizer(self) -> None:
@@ -200,34 +213,41 @@ class RLLearner:
 
     def train(self, shard: Rollout, round_index: int, pad_id: int) -> dict[str, float]:
         """Experience and PPO updates on this rank's shard; the KL controller steps. Returns the
-        update statistics with ``kl`` (mean sequence KL, absent without a reference) and
-        ``logprob_mismatch`` (mean |engine - learner| old logprob), both over every rank."""
+        update statistics with ``kl`` (mean sequence KL, absent without a reference),
+        ``logprob_mismatch`` (mean |engine - learner| old logprob) and, with TIS, ``tis/mean``,
+        ``tis/max`` and ``tis/truncated_fraction`` (the share of tokens at the cap), all over
+        every rank."""
         cfg, ppo = self.cfg, self.cfg.ppo
+        lags = [self.round - version for version in shard.policy_versions]
+        if max(lags, default=0) > max_lag(cfg) or min(lags, default=0) < 0:
+            raise RuntimeError(
+                f"round {round_index}: samples of policy versions {sorted(set(shard.policy_versions))} "
+                f"reached the learner at version {self.round}, beyond --max_staleness "
+                f"{max_lag(cfg)}"
+            )
         batch = shard.tensors(pad_id, self.device)
         ref_logprobs = batch.get("ref_logprobs")
         settings = ppo_settings(cfg, self.controller.beta, self.num_minibatches)
-        on_policy = (
-            ppo.ppo_epochs == 1
-            and self.num_minibatches == 1
-            and cfg.rollout.rollout_dtype == "float32"
-            and settings.precision == "fp32"
-        )
+        defer = ppo.ppo_epochs == 1 and self.num_minibatches == 1
         experience = make_experience(
-            self.model,
-            ref_logprobs,
-            batch,
-            batch["scores"],
-            settings,
-            old_logprobs=batch["engine_logprobs"] if on_policy else None,
+            self.model, ref_logprobs, batch, batch["scores"], settings, defer=defer
         )
         generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + round_index)
         stats = ppo_update(
             self.model, self.optimizer, self.scheduler, experience, settings, generator, self.scaler
         )
+        mask = experience.mask
         stats["beta"] = settings.beta
         stats["logprob_mismatch"] = global_masked_mean(
-            (batch["engine_logprobs"] - experience.old_logprobs).abs(), experience.mask
+            (batch["engine_logprobs"] - experience.old_logprobs).abs(), mask
         )
+        if experience.is_weights is not None:
+            weights = experience.is_weights
+            stats["tis/mean"] = global_masked_mean(weights, mask)
+            stats["tis/max"] = global_max(weights)
+            stats["tis/truncated_fraction"] = global_masked_mean(
+                (weights >= settings.tis_cap).float(), mask
+            )
         if ref_logprobs is not None:
             stats["kl"] = global_row_mean(experience.kl.sum(dim=1))
             rows = ppo.ppo_batch_size * ppo.num_samples_per_prompt
@@ -252,6 +272,7 @@ class RLLearner:
             "combiner": self.combiner.state_dict(),
             "critic_calls": self.critic_calls,
             "eval_baseline": self.eval_baseline,
+            "in_flight": self.in_flight,
             "learner_extra": extra,
             "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
@@ -278,6 +299,7 @@ class RLLearner:
         self.combiner.load_state_dict(state["combiner"])
         self.round, self.critic_calls = state["round"], state["critic_calls"]
         self.eval_baseline = state["eval_baseline"]
+        self.in_flight = state["in_flight"]
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
         kind, keys, position, has_gauss, cached = state["rng"]["numpy"]

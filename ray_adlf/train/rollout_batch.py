@@ -8,11 +8,15 @@ A ``Rollout`` holds B = prompts x ``group_size`` rows; the samples of one prompt
   temperature (one float per response token);
 - ``finish_reasons``: ``"stop"`` or ``"length"``;
 - ``scores``: the ADLF reward, ``[B]`` float32;
-- ``ref_logprobs``: the reference's logprobs per response token when a reference actor computed
-  them, else None (a colocated reference runs on the learner's shard).
+- ``policy_versions``: the version of the policy weights that sampled the row (the number of
+  learner rounds in them: 0 = the starting weights);
+- ``ref_logprobs``: the reference's logprobs per response token when the round ran its
+  reference pass, else None.
 
 ``shard(rank, world)`` keeps whole prompt groups ``g % world == rank``, so group baselines
-(GRPO, RLOO) never span ranks; ``tensors(pad_id, device)`` pads it for the learner.
+(GRPO, RLOO) never span ranks; ``tensors(pad_id, device)`` pads it for the learner;
+``concat`` joins rollouts of one group size; ``to_data`` / ``from_data`` turn it into plain
+lists and back, for a checkpoint of the rollouts still in flight.
 """
 
 from __future__ import annotations
@@ -39,10 +43,17 @@ class Rollout:
     finish_reasons: list[str]
     scores: torch.Tensor
     group_size: int
+    policy_versions: list[int]
     ref_logprobs: list[list[float]] | None = None
 
     def __post_init__(self) -> None:
-        columns = (self.prompt_ids, self.response_ids, self.engine_logprobs, self.finish_reasons)
+        columns = (
+            self.prompt_ids,
+            self.response_ids,
+            self.engine_logprobs,
+            self.finish_reasons,
+            self.policy_versions,
+        )
         sizes = {len(column) for column in columns} | {self.scores.shape[0]}
         if len(sizes) > 1 or len(self) % self.group_size:
             raise ValueError(
@@ -61,8 +72,47 @@ class Rollout:
             [self.finish_reasons[i] for i in index],
             self.scores[index],
             self.group_size,
+            [self.policy_versions[i] for i in index],
             None if self.ref_logprobs is None else [self.ref_logprobs[i] for i in index],
         )
+
+    @classmethod
+    def concat(cls, parts: list[Rollout]) -> Rollout:
+        """The rows of ``parts`` in order (one group size; all with reference rows or none)."""
+        if len({part.group_size for part in parts}) != 1:
+            raise ValueError("rollouts of different group sizes cannot be joined")
+        has_ref = {part.ref_logprobs is not None for part in parts}
+        if len(has_ref) != 1:
+            raise ValueError("rollouts with and without reference logprobs cannot be joined")
+        join = lambda name: [row for part in parts for row in getattr(part, name)]  # noqa: E731
+        return cls(
+            join("prompt_ids"),
+            join("response_ids"),
+            join("engine_logprobs"),
+            join("finish_reasons"),
+            torch.cat([part.scores for part in parts]),
+            parts[0].group_size,
+            join("policy_versions"),
+            join("ref_logprobs") if has_ref == {True} else None,
+        )
+
+    def to_data(self) -> dict:
+        """Plain lists and numbers (JSON-ready); ``from_data`` restores the rollout."""
+        return {
+            "prompt_ids": self.prompt_ids,
+            "response_ids": self.response_ids,
+            "engine_logprobs": self.engine_logprobs,
+            "finish_reasons": self.finish_reasons,
+            "scores": self.scores.tolist(),
+            "group_size": self.group_size,
+            "policy_versions": self.policy_versions,
+            "ref_logprobs": self.ref_logprobs,
+        }
+
+    @classmethod
+    def from_data(cls, data: dict) -> Rollout:
+        """The rollout ``to_data`` gave (scores back to float32, as they were)."""
+        return cls(**{**data, "scores": torch.tensor(data["scores"], dtype=torch.float32)})
 
     def shard(self, rank: int, world: int) -> Rollout:
         """Rows of prompt groups ``g`` with ``g % world == rank``."""

@@ -21,6 +21,10 @@ from ray_adlf.train.ppo import run_rlhf
 
 pytestmark = pytest.mark.integration
 ROUNDS = 50
+# The rise of the last 10 rounds' mean reward over the first 5's. Measured for sync GAE at
+# seeds 0, 1, 2: +0.25, +0.45, +0.41 (tiny differences, even TIS weights 1 +- 1e-6, move a
+# 50-round trajectory this much); the other variants rose 0.3 or more at seed 0.
+MIN_RISE = 0.2
 # FSDP against DDP over three rounds, measured here (the test prints the gaps; pytest -s):
 # metrics at most 7.5e-6 apart (the gradient norm, ~1e-6 relative), weights 2.2e-6. A relative 1e-4 (weights: 1e-4 absolute)
 # leaves room for other thread counts, while a wrong gradient scale (x2) or a missed
@@ -71,21 +75,74 @@ def rewards_by_round(output_dir: Path) -> list[float]:
     return [r["reward"] for r in sorted(rows, key=lambda r: r["step"])]
 
 
-@pytest.mark.parametrize(
-    "advantage, extra",
-    [("gae", {}), ("grpo", {"ppo__num_samples_per_prompt": 4, "ppo__ppo_batch_size": 8})],
-)
-def test_reward_rises_while_kl_stays_bounded(tmp_path, records, advantage, extra):
+GROUPS = {"ppo__num_samples_per_prompt": 4, "ppo__ppo_batch_size": 8}
+ASYNC = {"ppo__async_rollout": True}
+LEARNING_RUNS = {
+    "gae": ("gae", {}),
+    "grpo": ("grpo", GROUPS),
+    "gae-async-dual_clip": (
+        "gae",
+        {**ASYNC, "ppo__dual_clip": 3.0, "ppo__loss_agg": "seq_mean_token_mean"},
+    ),
+    "grpo-async2-dapo": (
+        "grpo",
+        {
+            **GROUPS,
+            **ASYNC,
+            "ppo__max_staleness": 2,
+            "ppo__clip_eps_high": 0.28,
+            "ppo__dynamic_sampling": True,
+            "ppo__overlong_buffer": 4,
+        },
+    ),
+    "dr_grpo": (
+        "grpo",
+        {**GROUPS, "ppo__group_std_normalize": False, "ppo__loss_agg": "seq_mean_token_sum_norm"},
+    ),
+    "gspo": (
+        "grpo",
+        {
+            **GROUPS,
+            "ppo__policy_loss": "gspo",
+            "ppo__clip_eps": 3e-4,
+            "ppo__clip_eps_high": 4e-4,
+            "ppo__loss_agg": "seq_mean_token_mean",
+        },
+    ),
+    "reinforce_pp": ("reinforce_pp", {}),
+    "reinforce_pp_baseline": ("reinforce_pp_baseline", GROUPS),
+}
+
+
+@pytest.mark.parametrize("name", list(LEARNING_RUNS))
+def test_reward_rises_while_kl_stays_bounded(tmp_path, records, name):
+    advantage, extra = LEARNING_RUNS[name]
     cfg = rl_config(tmp_path, ppo__advantage=advantage, ppo__rl_rounds=ROUNDS, **extra)
     summary = run_rlhf(cfg, records, resolve_model_path("tiny"), reward_model_path=None)
     assert summary["complete"]
     rewards = rewards_by_round(tmp_path)
     assert len(rewards) == ROUNDS
     first, last = sum(rewards[:5]) / 5, sum(rewards[-10:]) / 10
-    assert last > first + 0.25, rewards
+    assert last > first + MIN_RISE, rewards
     rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["stage"] == "rlhf"]
     assert max(r["kl"] for r in rows) < 30.0
-    assert all(r["logprob_mismatch"] < 1e-3 for r in rows)
+    lag = cfg.ppo.max_staleness if cfg.ppo.async_rollout else 0
+    # every trained sample's policy lag, by round: min(K, r - 1), never more than K
+    for row in rows:
+        assert row["lag/max"] == row["lag/mean"] == min(lag, row["step"] - 1), row["step"]
+        assert row[f"lag/count_{min(lag, row['step'] - 1)}"] == row["samples"]
+    if lag == 0:  # on-policy: the float32 engine gave the learner's logprobs
+        assert all(r["logprob_mismatch"] < 1e-3 for r in rows)
+        assert all(abs(r["tis/mean"] - 1) < 1e-3 for r in rows)
+    else:  # the engines sampled with older weights; TIS corrects for them
+        assert all(r["logprob_mismatch"] > 1e-3 for r in rows[lag:])
+        assert all(0 < r["tis/max"] <= cfg.ppo.tis_cap for r in rows)
+        assert any(r["tis/truncated_fraction"] > 0 for r in rows)
+    if cfg.ppo.dynamic_sampling:
+        assert any(r["dynamic_sampling/batches"] > 1 for r in rows)
+        assert all(r["samples"] == 32 for r in rows)
+    if cfg.ppo.overlong_buffer:
+        assert all(r["overlong"] <= 0 for r in rows) and any(r["overlong"] < 0 for r in rows)
     for key in (
         "time/generate_s",
         "time/reward_s",
@@ -109,6 +166,22 @@ def final_state(summary) -> dict[str, torch.Tensor]:
     return {**policy, **{f"extra.{k}": v for k, v in extra["learner_extra"].items()}}
 
 
+def run_in_sessions(directory: Path, records, stops, **settings) -> list[dict]:
+    """The run stopped after each of ``stops`` rounds and resumed (0: on to the end), the
+    weights synced by gloo broadcast; each session's summary."""
+    summaries = []
+    for stop_after in stops:
+        cfg = rl_config(
+            directory,
+            run__stop_after_steps=stop_after,
+            resources__weight_sync="collective",
+            **settings,
+        )
+        cfg.run.resume = (directory / "ray_train").exists()
+        summaries.append(run_rlhf(cfg, records, resolve_model_path("tiny"), None))
+    return summaries
+
+
 def test_resume_mid_epoch_and_at_epoch_boundary_equals_uninterrupted_and_beta_adapts(
     tmp_path, records
 ):
@@ -130,15 +203,7 @@ def test_resume_mid_epoch_and_at_epoch_boundary_equals_uninterrupted_and_beta_ad
         rl_config(tmp_path / "whole", **settings), records, resolve_model_path("tiny"), None
     )
     pieces = tmp_path / "pieces"
-    for stop_after in (2, 2, 0):
-        cfg = rl_config(
-            pieces,
-            run__stop_after_steps=stop_after,
-            resources__weight_sync="collective",
-            **settings,
-        )
-        cfg.run.resume = (pieces / "ray_train").exists()
-        resumed = run_rlhf(cfg, records, resolve_model_path("tiny"), None)
+    resumed = run_in_sessions(pieces, records, (2, 2, 0), **settings)[-1]
     assert resumed["complete"] and resumed["resumed"]
     want, got = final_state(whole), final_state(resumed)
     assert want.keys() == got.keys()
@@ -155,6 +220,47 @@ def test_resume_mid_epoch_and_at_epoch_boundary_equals_uninterrupted_and_beta_ad
     moves = [(reference[s]["kl"] - 1.0, betas[s] - betas[s - 1]) for s in range(1, 8)]
     assert all(gap * change > 0 for gap, change in moves if abs(gap) > 1e-6), moves
     assert {gap > 0 for gap, _ in moves} == {True, False}, moves
+
+
+def test_async_resume_with_samples_in_flight_equals_uninterrupted(tmp_path, records):
+    # Two rounds of lag (K = 2) and DAPO's dynamic sampling, whose extra batches move the
+    # prompt stream by a varying amount: each session ends with rounds sampled but not trained,
+    # which its checkpoint holds; the next session trains them first and samples on from the
+    # stream position and reward statistics saved with them. Equal weights, and equal rewards
+    # and lags in every round, show that no sample was trained twice, skipped or resampled.
+    settings = dict(
+        ppo__rl_rounds=6,
+        ppo__advantage="grpo",
+        ppo__async_rollout=True,
+        ppo__max_staleness=2,
+        ppo__dynamic_sampling=True,
+        rewards__normalize_rewards=True,
+        **GROUPS,
+    )
+    whole = run_rlhf(
+        rl_config(tmp_path / "whole", **settings), records, resolve_model_path("tiny"), None
+    )
+    pieces, in_flight = tmp_path / "pieces", []
+    sessions = run_in_sessions(pieces, records, (2, 2, 0), **settings)
+    for session in sessions:
+        state = load_learner_state(Path(session["checkpoint"]))
+        in_flight.append(
+            [(r["round_index"], r["rollout"]["policy_versions"][0]) for r in state["in_flight"]]
+        )
+    resumed = sessions[-1]
+    assert resumed["complete"] and resumed["resumed"]
+    # after rounds 2 and 4: the next two rounds, sampled by the versions two behind them
+    assert in_flight == [[(3, 0), (4, 1)], [(5, 2), (6, 3)], []]
+    want, got = final_state(whole), final_state(resumed)
+    for name in want:
+        assert torch.allclose(want[name], got[name], atol=1e-6), name
+    metrics = {r["step"]: r for r in read_metrics(pieces / "metrics.jsonl")}
+    reference = {r["step"]: r for r in read_metrics(tmp_path / "whole" / "metrics.jsonl")}
+    assert sorted(metrics) == sorted(reference) == list(range(1, 7))
+    for step in range(1, 7):
+        for key in ("reward", "lag/max", "samples", "epoch", "dynamic_sampling/batches"):
+            assert metrics[step][key] == pytest.approx(reference[step][key], abs=1e-9), key
+    assert any(reference[s]["dynamic_sampling/batches"] > 1 for s in reference)
 
 
 def test_resume_with_the_debate_and_self_critique_equals_uninterrupted(tmp_path, records):
@@ -181,15 +287,7 @@ def test_resume_with_the_debate_and_self_critique_equals_uninterrupted(tmp_path,
     )
     run_rlhf(rl_config(tmp_path / "whole", **settings), records, resolve_model_path("tiny"), None)
     pieces = tmp_path / "pieces"
-    for stop_after in (2, 0):
-        cfg = rl_config(
-            pieces,
-            run__stop_after_steps=stop_after,
-            resources__weight_sync="collective",
-            **settings,
-        )
-        cfg.run.resume = (pieces / "ray_train").exists()
-        resumed = run_rlhf(cfg, records, resolve_model_path("tiny"), None)
+    resumed = run_in_sessions(pieces, records, (2, 0), **settings)[-1]
     assert resumed["complete"] and resumed["resumed"]
     whole = {r["step"]: r for r in read_metrics(tmp_path / "whole" / "metrics.jsonl")}
     parts = {r["step"]: r for r in read_metrics(pieces / "metrics.jsonl")}

@@ -103,3 +103,31 @@ def test_value_and_gradient_match_sequence_level_gspo(seed):
     seq_loss = torch.maximum(-a * s, -a * s.clamp(1 - eps_low, 1 + eps_high)).mean()
     seq_loss.backward()
     assert torch.allclose(direct.grad, logp_t.grad, atol=1e-12)
+
+
+def test_is_weights_and_token_mean_by_hand():
+    # The rows of test_gspo_by_hand, with TIS weights and the token mean over all 5 tokens.
+    old_logp = torch.tensor([[-1.0, -2.0, -1000.0], [-1.0, -1.0, -1.0]])
+    logp = (old_logp + torch.tensor([[0.1, 0.3, 1000.0], [-0.1, 0.0, -0.2]])).requires_grad_()
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    weights = torch.tensor([[0.5, 2.0, 0.0], [1.0, 0.25, 1.5]], requires_grad=True)
+    loss, _ = gspo_policy_loss(
+        logp,
+        old_logp,
+        torch.tensor([1.0, -1.0]),
+        mask,
+        0.2,
+        0.2,
+        is_weights=weights,
+        loss_agg_mode="token_mean",
+    )
+    # row 0: clipped at -1.2 per token, times 0.5 and 2; row 1: s_1 per token times its weights
+    s_1 = math.exp(-0.1)
+    assert loss.item() == pytest.approx((-1.2 * 2.5 + s_1 * 2.75) / 5, rel=1e-6)
+    loss.backward()
+    # d/dlogp_1t of w_1t * s_1t / 5 is w_1t * s_1 / 5 (GSPO-token: gradient s_1 per token)
+    want = [0, 0, 0, s_1 / 5, 0.25 * s_1 / 5, 1.5 * s_1 / 5]
+    assert logp.grad.flatten().tolist() == pytest.approx(want, rel=1e-6)
+    assert weights.grad is None  # constants
+    with pytest.raises(ValueError, match="is_weights"):
+        gspo_policy_loss(logp, old_logp, torch.ones(2), mask, is_weights=weights[:, :2])

@@ -1,4 +1,5 @@
 import argparse
+import re
 
 import pytest
 
@@ -149,3 +150,70 @@ def test_yaml_unknown_key_and_bad_value_name_the_file(tmp_path):
     path.write_text("data: [1, 2]\n")
     with pytest.raises(ConfigError, match="section 'data' must be a mapping"):
         load_yaml(path)
+
+
+GROUP = ["--advantage", "grpo", "--num_samples_per_prompt", "2"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--no-group_std_normalize"], "--group_std_normalize: only --advantage grpo divides"),
+        (["--dual_clip", "1.0"], "--dual_clip: must be 0 (off) or > 1"),
+        (
+            [*GROUP, "--policy_loss", "gspo", "--dual_clip", "3"],
+            "--dual_clip: bounds the token-ratio loss",
+        ),
+        ([*GROUP, "--policy_loss", "gspo"], "--clip_eps: --policy_loss gspo clips a sequence"),
+        (["--dynamic_sampling"], "--dynamic_sampling: drops groups whose rewards are all equal"),
+        (
+            ["--overlong_buffer", "40", "--max_new_tokens", "32"],
+            "--overlong_buffer: must be <= --max_new_tokens (32)",
+        ),
+        (
+            ["--async_rollout", "--use_lora", "--init_kl_coef", "0.1"],
+            "--async_rollout: with --use_lora the colocated reference",
+        ),
+        (["--max_staleness", "0"], "--max_staleness: must be >= 1, got 0"),
+    ],
+)
+def test_algorithm_flags_that_do_not_fit_together_name_the_flag(argv, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse(argv)
+
+
+def test_an_unknown_loss_aggregation_lists_the_modes(capsys):
+    with pytest.raises(SystemExit):
+        parse(["--loss_agg", "seq_sum"])
+    error = capsys.readouterr().err
+    assert "--loss_agg: invalid choice: 'seq_sum'" in error
+    assert "seq_mean_token_sum_norm" in error
+
+
+def test_the_variants_parse_together():
+    cfg = parse(
+        [
+            *GROUP,
+            "--async_rollout",
+            "--max_staleness",
+            "2",
+            "--clip_eps_high",
+            "0.28",
+            "--dynamic_sampling",
+            "--overlong_buffer",
+            "4",
+            "--loss_agg",
+            "seq_mean_token_sum_norm",
+            "--no-group_std_normalize",
+            "--tis_cap",
+            "3",
+        ]
+    )
+    ppo = cfg.ppo
+    assert (ppo.async_rollout, ppo.max_staleness, ppo.clip_eps_high) == (True, 2, 0.28)
+    assert (ppo.dynamic_sampling, ppo.overlong_buffer, ppo.loss_agg) == (
+        True,
+        4,
+        "seq_mean_token_sum_norm",
+    )
+    assert (ppo.group_std_normalize, ppo.tis_cap) == (False, 3.0)

@@ -94,3 +94,15 @@ def test_each_phase_uses_the_stage_cores_in_its_turn(monkeypatch):
     # 64 cores: the 8 CPUs held split as 8 // 4 = 2, 8, 8 // 3 = 2, 8.
     monkeypatch.setattr("os.cpu_count", lambda: 64)
     assert phase_threads(planned) == {"learner": 2, "rollout": 8, "reward": 2, "single": 8}
+
+
+def test_with_async_rollout_the_learner_and_the_producer_halve_the_cores(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    cfg = rl_config()
+    cfg.ppo.async_rollout = True
+    planned = plan_resources(cfg, "rlhf", budget=2.0)
+    assert phase_threads(planned) == {"learner": 1, "rollout": 1, "reward": 1, "single": 1}
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    cfg.resources.num_workers = cfg.resources.num_rollout_workers = 2
+    planned = plan_resources(cfg, "rlhf", budget=12.0)  # 12 CPUs of 16 cores: 6 a side
+    assert phase_threads(planned) == {"learner": 3, "rollout": 3, "reward": 6, "single": 6}

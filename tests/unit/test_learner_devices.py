@@ -20,8 +20,10 @@ from ray_adlf.engines.base import SamplingParams
 from ray_adlf.engines.hf import HFEngine
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 from ray_adlf.models.policy import pack_sequences, response_forward
+from ray_adlf.train.experience import make_experience
 from ray_adlf.train.learner_state import load_learner_state, save_learner_state
-from ray_adlf.train.ppo_learner import PPOSettings, make_experience, ppo_update
+from ray_adlf.train.ppo_learner import ppo_update
+from ray_adlf.train.ppo_settings import PPOSettings
 from ray_adlf.train.rl_learner import RLLearner
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -6,31 +6,45 @@ import torch
 
 from ray_adlf.models.loading import load_causal_lm
 from ray_adlf.models.policy import PolicyWithValue, pack_sequences, response_forward
-from ray_adlf.train.ppo_learner import PPOSettings, make_experience, ppo_update
+from ray_adlf.train.experience import complete_experience, make_experience
+from ray_adlf.train.ppo_learner import ppo_update
+from ray_adlf.train.ppo_settings import PPOSettings
 
 PROMPTS = [[4, 205, 279], [4, 300, 301], [4, 205, 266], [4, 349, 335]]
 RESPONSES = [[5, 6, 7], [8, 9], [9, 10], [11]]
 SCORES = torch.tensor([1.0, 0.0, 3.0, 1.0])
 
 
-def experience_of(model, advantage, beta=0.0, old_logprobs=None, ref=None):
+def experience_of(model, advantage, beta=0.0, old_logprobs=None, ref=None, defer=False):
+    """The experience from ``model``'s forward, or deferred, or completed from given
+    ``old_logprobs`` (no model)."""
     batch = pack_sequences(PROMPTS, RESPONSES, pad_id=0)
     settings = PPOSettings(beta=beta, advantage=advantage, lam=1.0, group_size=2)
-    return make_experience(model, ref, batch, SCORES, settings, old_logprobs=old_logprobs)
+    if old_logprobs is None:
+        return make_experience(model, ref, batch, SCORES, settings, defer=defer)
+    deferred = make_experience(None, ref, batch, SCORES, settings, defer=True)
+    return complete_experience(deferred, old_logprobs, None, settings)
 
 
-def update(model, experience, epochs=1, vf_coef=0.0):
+def update(model, experience, advantage, epochs=1, vf_coef=0.0, beta=0.0):
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    settings = PPOSettings(lam=1.0, epochs=epochs, vf_coef=vf_coef, max_grad_norm=0.0)
+    settings = PPOSettings(
+        beta=beta,
+        advantage=advantage,
+        lam=1.0,
+        group_size=2,
+        epochs=epochs,
+        vf_coef=vf_coef,
+        max_grad_norm=0.0,
+    )
     return ppo_update(
         model, optimizer, scheduler, experience, settings, torch.Generator().manual_seed(0)
     )
 
 
 def test_rloo_advantages_and_the_kl_penalty_by_hand():
-    # Engine logprobs stand in for the old policy (no model forward): -1 per token; the
-    # reference gives -1.5 per token, so k1 = 0.5 per token and the penalty is beta * 0.5 * len.
+    # Given old logprobs (no model forward): -1 per token; the reference gives -1.5 per token, so k1 = 0.5 per token and the penalty is beta * 0.5 * len.
     mask = pack_sequences(PROMPTS, RESPONSES, 0)["response_mask"].float()
     old = -1.0 * mask
     ref = -1.5 * mask
@@ -42,7 +56,7 @@ def test_rloo_advantages_and_the_kl_penalty_by_hand():
     assert exp.advantages[0].tolist() == pytest.approx([0.9] * 3)
     assert exp.advantages[3].tolist() == pytest.approx([-1.9, 0.0, 0.0])  # padding stays 0
     assert exp.kl.sum(dim=1).tolist() == pytest.approx([1.5, 1.0, 1.0, 0.5])
-    assert exp.old_logprobs is None  # the update's own forward will be the old policy
+    assert exp.is_weights is None  # no engine logprobs in the batch, no TIS
 
 
 def test_without_a_reference_the_kl_is_zero():
@@ -60,9 +74,10 @@ def test_one_step_on_its_own_forward_equals_the_step_after_an_old_logprob_pass()
     with torch.no_grad():
         exact = response_forward(model, batch, 1.0, with_values=False)["logprobs"]
     with_pass = experience_of(model, "grpo")
-    on_policy = experience_of(twin, "grpo", old_logprobs=exact)
-    assert torch.equal(with_pass.advantages, on_policy.advantages)
-    stats_a, stats_b = update(model, with_pass), update(twin, on_policy)
+    on_policy = experience_of(twin, "grpo", defer=True)
+    assert not on_policy.complete and on_policy.advantages is None
+    stats_a, stats_b = update(model, with_pass, "grpo"), update(twin, on_policy, "grpo")
+    assert torch.allclose(with_pass.advantages, on_policy.advantages, atol=1e-6)
     assert stats_a["clip_fraction"] == stats_b["clip_fraction"] == 0.0
     assert stats_a["policy_loss"] == pytest.approx(stats_b["policy_loss"], abs=1e-6)
     for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
@@ -72,10 +87,9 @@ def test_one_step_on_its_own_forward_equals_the_step_after_an_old_logprob_pass()
 
 
 def test_without_old_logprobs_more_than_one_step_is_refused():
-    mask = pack_sequences(PROMPTS, RESPONSES, 0)["response_mask"].float()
-    exp = experience_of(None, "grpo", old_logprobs=-mask)
+    exp = experience_of(None, "grpo", defer=True)
     with pytest.raises(ValueError, match="one epoch of one minibatch"):
-        update(load_causal_lm("tiny"), exp, epochs=2)
+        update(load_causal_lm("tiny"), exp, "grpo", epochs=2)
 
 
 def test_gae_on_its_own_forward_equals_the_step_after_an_old_logprob_and_value_pass():
@@ -91,10 +105,11 @@ def test_gae_on_its_own_forward_equals_the_step_after_an_old_logprob_and_value_p
         exact = response_forward(model.policy, batch, 1.0, with_values=False)["logprobs"]
     ref = exact - 0.1
     with_pass = experience_of(model, "gae", beta=0.5, ref=ref)
-    on_policy = experience_of(twin, "gae", beta=0.5, old_logprobs=exact, ref=ref)
+    on_policy = experience_of(twin, "gae", beta=0.5, ref=ref, defer=True)
     assert on_policy.advantages is None and on_policy.values is None
+    stats_a = update(model, with_pass, "gae", vf_coef=0.5, beta=0.5)
+    stats_b = update(twin, on_policy, "gae", vf_coef=0.5, beta=0.5)
     assert torch.allclose(on_policy.kl, with_pass.kl, atol=1e-6)
-    stats_a, stats_b = update(model, with_pass, vf_coef=0.5), update(twin, on_policy, vf_coef=0.5)
     for key in ("policy_loss", "value_loss", "value_clip_fraction", "clip_fraction"):
         assert stats_a[key] == pytest.approx(stats_b[key], abs=1e-6), key
     assert torch.allclose(on_policy.advantages, with_pass.advantages, atol=1e-5)

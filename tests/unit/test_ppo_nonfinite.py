@@ -7,7 +7,9 @@ import torch
 
 from ray_adlf.models.loading import load_causal_lm
 from ray_adlf.models.policy import pack_sequences
-from ray_adlf.train.ppo_learner import PPOSettings, make_experience, ppo_update
+from ray_adlf.train.experience import make_experience
+from ray_adlf.train.ppo_learner import ppo_update
+from ray_adlf.train.ppo_settings import PPOSettings
 
 PROMPTS = [[4, 205, 279], [4, 300, 301], [4, 205, 266], [4, 349, 335]]
 RESPONSES = [[5, 6, 7], [8, 9], [9, 10], [11]]
