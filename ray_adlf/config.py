@@ -537,6 +537,11 @@ def check_algorithm(cfg: Config) -> None:
     )
     _require(ppo.dual_clip == 0 or ppo.dual_clip > 1, "dual_clip", "must be 0 (off) or > 1")
     _require(
+        ppo.tis_cap == 0 or ppo.tis_cap >= 1,
+        "tis_cap",
+        "must be 0 (off) or >= 1 (a cap under 1 would shrink every token's weight)",
+    )
+    _require(
         ppo.dual_clip == 0 or ppo.policy_loss == "ppo",
         "dual_clip",
         "bounds the token-ratio loss; use it with --policy_loss ppo",

@@ -20,9 +20,10 @@ round j + 1 while the learner trains round j (one-step off-policy).
 The learner ``publish``es each new version; the producer pushes the version round j needs to
 the engines (``push``) just before sampling it, and drops the older ones. ``take(j)`` waits for
 round j. A cut for a checkpoint or an evaluation after round r is ``drain(r)``: it waits until
-the producer cannot go on without version r (every round that needs an older one is made), so
-the rounds in flight, the prompt stream and the reward statistics it advanced are a consistent
-state; ``in_flight()`` lists those rounds for the checkpoint, and a resumed run starts its
+the producer cannot go on without version r (every round that needs an older one is made), and
+holds it there until the learner publishes again (an evaluation's ``push_now`` of version r in
+between does not release it), so the rounds in flight, the prompt stream and the reward
+statistics it advanced are a consistent state; ``in_flight()`` lists those rounds for the checkpoint, and a resumed run starts its
 producer with them. A sample too stale is therefore never made, rather than made and dropped:
 no engine time is spent on a sample that cannot be trained, and the batch stays full.
 
@@ -104,7 +105,7 @@ class RolloutProducer:
         self._engine_version: int | None = None
         self._push_metrics: dict[str, float] = {}
         self._push_seconds = 0.0
-        self._busy, self._closed = False, False
+        self._busy, self._closed, self._held = False, False, False
         self._error: BaseException | None = None
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="rollout-producer", daemon=True)
@@ -134,6 +135,7 @@ class RolloutProducer:
         a copy when the learner will change its tensors before then (K >= 1)."""
         with self._changed:
             self._pending[version] = weights
+            self._held = False
             self._changed.notify_all()
 
     def take(self, round_index: int) -> tuple[ProducedRound, float]:
@@ -153,10 +155,12 @@ class RolloutProducer:
             return self._ready.pop(round_index), time.perf_counter() - started
 
     def drain(self, version: int) -> None:
-        """Wait until every round that needs a version before ``version`` is made."""
+        """Wait until every round that needs a version before ``version`` is made; hold the
+        producer there until the next ``publish``."""
         with self._changed:
             self._changed.wait_for(lambda: self._blocked_before(version) or self._error is not None)
             self._raise()
+            self._held = True
 
     def in_flight(self) -> list[ProducedRound]:
         """The rounds made and not yet taken, in order (after ``drain``: a consistent cut)."""
@@ -189,6 +193,8 @@ class RolloutProducer:
     def _can_start(self) -> bool:
         if self._closed or self._next > self._last:
             return self._closed
+        if self._held or self._busy:
+            return False
         version = needed_version(self._next, self.max_lag)
         return version == self._engine_version or version in self._pending
 

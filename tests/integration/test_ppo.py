@@ -166,9 +166,10 @@ def final_state(summary) -> dict[str, torch.Tensor]:
     return {**policy, **{f"extra.{k}": v for k, v in extra["learner_extra"].items()}}
 
 
-def run_in_sessions(directory: Path, records, stops, **settings) -> list[dict]:
+def run_in_sessions(directory: Path, records, stops, after=None, **settings) -> list[dict]:
     """The run stopped after each of ``stops`` rounds and resumed (0: on to the end), the
-    weights synced by gloo broadcast; each session's summary."""
+    weights synced by gloo broadcast; each session's summary. ``after(summary)`` runs after
+    each session, while its checkpoint is still there (the next session's replaces it)."""
     summaries = []
     for stop_after in stops:
         cfg = rl_config(
@@ -179,6 +180,8 @@ def run_in_sessions(directory: Path, records, stops, **settings) -> list[dict]:
         )
         cfg.run.resume = (directory / "ray_train").exists()
         summaries.append(run_rlhf(cfg, records, resolve_model_path("tiny"), None))
+        if after is not None:
+            after(summaries[-1])
     return summaries
 
 
@@ -241,13 +244,14 @@ def test_async_resume_with_samples_in_flight_equals_uninterrupted(tmp_path, reco
         rl_config(tmp_path / "whole", **settings), records, resolve_model_path("tiny"), None
     )
     pieces, in_flight = tmp_path / "pieces", []
-    sessions = run_in_sessions(pieces, records, (2, 2, 0), **settings)
-    for session in sessions:
-        state = load_learner_state(Path(session["checkpoint"]))
+
+    def note_in_flight(summary: dict) -> None:
+        state = load_learner_state(Path(summary["checkpoint"]))
         in_flight.append(
             [(r["round_index"], r["rollout"]["policy_versions"][0]) for r in state["in_flight"]]
         )
-    resumed = sessions[-1]
+
+    resumed = run_in_sessions(pieces, records, (2, 2, 0), note_in_flight, **settings)[-1]
     assert resumed["complete"] and resumed["resumed"]
     # after rounds 2 and 4: the next two rounds, sampled by the versions two behind them
     assert in_flight == [[(3, 0), (4, 1)], [(5, 2), (6, 3)], []]

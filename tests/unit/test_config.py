@@ -175,6 +175,7 @@ GROUP = ["--advantage", "grpo", "--num_samples_per_prompt", "2"]
             "--async_rollout: with --use_lora the colocated reference",
         ),
         (["--max_staleness", "0"], "--max_staleness: must be >= 1, got 0"),
+        (["--tis_cap", "0.5"], "--tis_cap: must be 0 (off) or >= 1"),
     ],
 )
 def test_algorithm_flags_that_do_not_fit_together_name_the_flag(argv, message):

@@ -169,3 +169,17 @@ def test_without_lag_the_learners_thread_makes_each_round():
     with pytest.raises(RuntimeError, match="round 4 cannot be made: version 3 was not published"):
         made.take(4)
     made.close()
+
+
+def test_a_drain_holds_the_producer_through_an_evaluation_push_until_the_next_publish():
+    engines = Engines()
+    made = producer(engines, 1)
+    learn(made, engines, range(1, 2))  # version 1 published: round 3 needs it
+    made.take(2)
+    made.drain(2)  # round 3 made; round 4 needs version 2
+    made.push_now({"w": torch.tensor(2)}, 2)  # the evaluation of version 2
+    time.sleep(0.1)
+    assert [item.round_index for item in made.in_flight()] == [3]  # still the cut
+    made.publish(2, {"w": torch.tensor(2)})
+    assert made.take(4)[0].rollout.policy_versions == [2]
+    made.close()
