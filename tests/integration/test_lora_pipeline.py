@@ -58,6 +58,7 @@ def lora_config(output_dir: Path, **overrides) -> Config:
     cfg.ppo.ppo_minibatch_size = 4
     cfg.ppo.ppo_epochs = 2  # the learner recomputes old logprobs: parity is measured
     cfg.ppo.ppo_learning_rate = 3e-3
+    cfg.ppo.tis_cap = 0.0  # the resumed run must equal the whole one: test_ppo.EXACT says why
     cfg.run.output_dir = str(output_dir)
     cfg.run.checkpoint_every = 1000
     for dotted, value in overrides.items():

@@ -158,6 +158,14 @@ def test_reward_rises_while_kl_stays_bounded(tmp_path, records, name):
         assert key in rows[-1], key
 
 
+# For runs that must equal each other bit for bit: TIS off. TIS weighs each token of the update
+# by its engine logprob, and two RolloutActor processes given the same weights, prompts and seed
+# sometimes (about 1 fresh process in 4 here) return logprobs that differ in the last float32
+# bits; the cause was not found (not threads, weight alignment or CPU load). Without TIS the
+# engine's logprobs are only logged, and the runs depend on the resume logic alone.
+EXACT = {"ppo__tis_cap": 0.0}
+
+
 def final_state(summary) -> dict[str, torch.Tensor]:
     """Policy weights and value head from the run's last checkpoint."""
     directory = Path(summary["checkpoint"])
@@ -201,6 +209,7 @@ def test_resume_mid_epoch_and_at_epoch_boundary_equals_uninterrupted_and_beta_ad
         data__use_curriculum=True,
         ppo__critic_mode="separate",
         ppo__reference_placement="actor",
+        **EXACT,
     )
     whole = run_rlhf(
         rl_config(tmp_path / "whole", **settings), records, resolve_model_path("tiny"), None
@@ -239,6 +248,7 @@ def test_async_resume_with_samples_in_flight_equals_uninterrupted(tmp_path, reco
         ppo__dynamic_sampling=True,
         rewards__normalize_rewards=True,
         **GROUPS,
+        **EXACT,
     )
     whole = run_rlhf(
         rl_config(tmp_path / "whole", **settings), records, resolve_model_path("tiny"), None
@@ -288,6 +298,7 @@ def test_resume_with_the_debate_and_self_critique_equals_uninterrupted(tmp_path,
         debate__critique_max_new_tokens=6,
         sft__use_self_critique=True,
         resources__critic_num_cpus=0.25,
+        **EXACT,
     )
     run_rlhf(rl_config(tmp_path / "whole", **settings), records, resolve_model_path("tiny"), None)
     pieces = tmp_path / "pieces"
@@ -308,7 +319,11 @@ def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path, records):
     # the gradients where DDP all-reduces them: the same update up to the order of float
     # sums, so the curves agree to FSDP_RTOL; sharded checkpoints make the resume exact.
     settings = dict(
-        ppo__rl_rounds=3, ppo__ppo_batch_size=8, ppo__ppo_minibatch_size=4, ppo__ppo_epochs=2
+        ppo__rl_rounds=3,
+        ppo__ppo_batch_size=8,
+        ppo__ppo_minibatch_size=4,
+        ppo__ppo_epochs=2,
+        **EXACT,
     )
     tiny = resolve_model_path("tiny")
     run_rlhf(rl_config(tmp_path / "ddp", **settings), records, tiny, None)
