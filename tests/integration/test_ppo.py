@@ -160,8 +160,8 @@ def test_reward_rises_while_kl_stays_bounded(tmp_path, records, name):
 
 # For runs that must equal each other bit for bit: TIS off. TIS weighs each token of the update
 # by its engine logprob, and two RolloutActor processes given the same weights, prompts and seed
-# sometimes (about 1 fresh process in 4 here) return logprobs that differ in the last float32
-# bits; the cause was not found (not threads, weight alignment or CPU load). Without TIS the
+# sometimes return logprobs that differ in the last float32 bits; the cause was not found
+# (not the thread count, weight alignment or CPU load). Without TIS the
 # engine's logprobs are only logged, and the runs depend on the resume logic alone.
 EXACT = {"ppo__tis_cap": 0.0}
 
