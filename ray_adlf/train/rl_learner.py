@@ -331,7 +331,9 @@ class RLLearner:
         if self.lora:
             self.policy.save_pretrained(directory / "policy")
         else:
-            self.policy.save_pretrained(directory / "policy", state_dict=weights)
+            # a copy: save_pretrained drops tied names (lm_head.weight) from the dict it is
+            # given, and ``weights`` still goes to the engines, which load every name
+            self.policy.save_pretrained(directory / "policy", state_dict=dict(weights))
         tokenizer.save_pretrained(directory / "policy")
         save_learner_state(directory, {**self.state_dict(), **extra})
         return True

@@ -60,6 +60,16 @@ def test_a_checkpoint_loaded_after_the_move_puts_adam_state_beside_the_parameter
     assert moments and all(m.dtype == torch.float64 for m in moments)
 
 
+def test_a_checkpoint_leaves_the_weights_it_saved_whole_for_the_engines(tmp_path):
+    learner = grpo_learner(torch.device("cpu"))
+    weights = learner.weights_to_sync()
+    names = set(weights)
+    assert learner.policy.config.tie_word_embeddings and "lm_head.weight" in names
+    learner.save(tmp_path, load_tokenizer("tiny"), {}, weights)
+    assert set(weights) == names  # the tied name too: the engines load strictly
+    assert (tmp_path / "policy" / "model.safetensors").exists()
+
+
 @pytest.mark.gpu
 @CUDA
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
