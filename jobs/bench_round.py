@@ -46,12 +46,12 @@ from pathlib import Path
 
 import psutil
 import ray
+from demo_stages import DEMO_ROUNDS, clear_rl_stage, earlier_stages, rl_stage_config
 
 import ray_adlf
-from ray_adlf import config, console, preflight, tracking
-from ray_adlf.demo import demo_config
-from ray_adlf.stages import RLHF, StagePlan, finished_output
-from ray_adlf.train import common, pipeline
+from ray_adlf import console, tracking
+from ray_adlf.stages import RLHF, StagePlan
+from ray_adlf.train import pipeline
 
 SYSTEM, DRIVER = "Ray system (gcs, raylet, dashboard)", "driver (bench)"
 MODELS = ("causal_lm", "reward_model", "other")
@@ -316,7 +316,7 @@ def first_round_start(row: dict) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default="outputs/bench_round")
-    parser.add_argument("--rounds", type=int, default=demo_config("unused").ppo.rl_rounds)
+    parser.add_argument("--rounds", type=int, default=DEMO_ROUNDS)
     parser.add_argument("--sample_s", type=float, default=0.2)
     args = parser.parse_args(argv)
     if os.environ.get("RAY_ADDRESS"):
@@ -324,9 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("ray_adlf.train.pipeline").setLevel(logging.INFO)
     output_dir = Path(args.output_dir).resolve()
-    cfg = demo_config(str(output_dir))
-    cfg.ppo.rl_rounds, cfg.ppo.eval_every = args.rounds, min(cfg.ppo.eval_every, args.rounds)
-    cfg = config.validate(cfg)
+    cfg, plan = rl_stage_config(output_dir, args.rounds)
     trace_dir = output_dir / "bench_trace"
     shutil.rmtree(trace_dir, ignore_errors=True)
     install_tracing(str(trace_dir))
@@ -334,19 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     def hook() -> None:  # the same tracing in every Ray worker process
         install_tracing(str(trace_dir))
 
-    plan = preflight.check_train(cfg)
-    earlier = [stage for stage in plan.stages.run if stage != RLHF]
     options = console.ray_init_options(False)
     options["runtime_env"] = {**options.get("runtime_env", {}), "worker_process_setup_hook": hook}
     ray.init(**options)
     try:
-        preflight.check_cluster(cfg, plan.stages)
-        if all(finished_output(cfg, stage) for stage in earlier):
-            print(f"reusing {', '.join(earlier)} in {output_dir}", file=sys.stderr)
-        else:
-            pipeline.run_pipeline(cfg, dataclasses.replace(plan, stages=StagePlan(run=earlier)))
-        for stale in (common.stage_run_dir(cfg, RLHF), common.stage_output_dir(cfg, RLHF)):
-            shutil.rmtree(stale, ignore_errors=True)
+        earlier_stages(cfg, plan)
+        clear_rl_stage(cfg)
         load_before, sampler = os.getloadavg()[0], Sampler(args.sample_s)
         rl_plan = dataclasses.replace(plan, stages=StagePlan(run=[RLHF]))
         sampler.start()

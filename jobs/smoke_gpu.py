@@ -220,7 +220,7 @@ class RLRun:
             [round_index - 1] * len(generated.response_ids),
             reference,
         )
-        stats = self.learner.train(rollout, round_index, pad_id)
+        stats, _ = self.learner.train(rollout, round_index, pad_id)
         self.engine.load_weights(self.learner.weights_to_sync(), round_index)
         return stats
 

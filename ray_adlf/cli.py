@@ -6,7 +6,8 @@
     ray-adlf train [--config FILE.yaml] [flags]     (flags: ``ray-adlf train --help``)
     ray-adlf tune --space FILE.py [--num_samples N] [--scheduler {asha,pbt,fifo}]
                   [--search {random,optuna}] [--rounds_per_trial R] [flags]
-    ray-adlf score --data_path D --model_name M --output OUT.jsonl [reward flags]
+    ray-adlf score --data_path D --model_name M --output OUT.parquet [reward flags]
+    ray-adlf inspect OUTPUT_DIR [--sort PART] [--top N] [--round R] [--html PAGE.html]
     ray-adlf demo [--output_dir DIR]
 
 Every command takes ``--verbose`` (library and Ray output on the console) and ``--debug``
@@ -53,7 +54,7 @@ TUNE_HIDDEN = {  # SFT details and session flags of `train` that a search does n
 }
 SCORE_SECTIONS = ("data", "model", "rewards", "debate")
 SCORE_EXTRA = {"reward_model_path", "num_reward_workers", "reward_num_cpus", "critic_num_cpus"}
-SCORE_EXTRA |= {"seed", "output_dir", "use_gpu", "temperature"}
+SCORE_EXTRA |= {"seed", "output_dir", "use_gpu", "temperature", "ledger_max_chars"}
 
 
 def _read(args: argparse.Namespace):
@@ -190,6 +191,32 @@ def cmd_score(args: argparse.Namespace) -> int:
     from ray_adlf.score import run_score
 
     log.info("reward parts written to %s", run_score(cfg, args.output))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from ray_adlf.ledger import analysis
+    from ray_adlf.ledger.page import write_page
+    from ray_adlf.ledger.store import read_ledger
+    from ray_adlf.ledger.terminal import inspect_lines
+
+    try:
+        data = analysis.columns(read_ledger(Path(args.path)))
+    except (FileNotFoundError, OSError, ValueError) as err:
+        raise ConfigError(str(err)) from err
+    try:
+        analysis.column_name(data, args.sort)
+    except KeyError:
+        known = ", ".join(analysis.shown_parts(data))
+        raise ConfigError(f"--sort {args.sort}: not a part of this ledger ({known})") from None
+    try:
+        lines = inspect_lines(data, args.path, args.sort, args.top, args.round)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    print("\n".join(lines))
+    if args.html:
+        page = write_page(data, args.path, Path(args.html), args.sort, args.top, args.round)
+        print(f"page: {page}")
     return 0
 
 
@@ -363,12 +390,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser(
         "score",
-        help="every reward part of a dataset's assistant turns, as JSONL",
+        help="every reward part of a dataset's assistant turns, in the ledger's columns",
         parents=[common],
     )
-    score.add_argument("--output", required=True, help="JSONL file to write")
+    score.add_argument(
+        "--output", required=True, help="file to write: Parquet, or JSON lines if it ends .jsonl"
+    )
     add_config_flags(score, score_flags())
     score.set_defaults(handler=cmd_score)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="what each reward part did in a run: its ledger (<output_dir>/rollouts)",
+        parents=[common],
+    )
+    inspect.add_argument(
+        "path", help="a run's output directory, its rollouts/, or a `ray-adlf score` output"
+    )
+    inspect.add_argument("--sort", default="reward", help="part to rank samples by (reward)")
+    inspect.add_argument("--top", type=_positive_int, default=3, help="samples shown (3)")
+    inspect.add_argument("--round", type=int, help="round to show (default the last)")
+    inspect.add_argument("--html", help="also write one static page with plots and a table")
+    inspect.set_defaults(handler=cmd_inspect)
 
     demo = commands.add_parser(
         "demo", help="the whole pipeline on the tiny model and sample", parents=[common]

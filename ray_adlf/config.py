@@ -390,6 +390,15 @@ class RunConfig:
         "the same command (or --resume) continues",
         NON_NEGATIVE,
     )
+    ledger_every: int = _flag(
+        1,
+        "RL: record the samples of round 1, every N-th round after it and the last in "
+        "<output_dir>/rollouts/ (0 = no ledger)",
+        NON_NEGATIVE,
+    )
+    ledger_max_chars: int = _flag(
+        2000, "characters kept of each prompt, response and critique in the ledger", AT_LEAST_ONE
+    )
 
 
 @dataclass

@@ -16,7 +16,9 @@ and value loss, entropy, clip fraction, approx KL), ``lengths`` (response length
 objective, when evaluated).
 
 ``report.md`` holds the caller's summary lines and, per stage, a table of each plotted series'
-first and last value, then the plots.
+first and last value, then the plots; with an RL ledger (``ray_adlf.ledger``), a section that
+links it, repeats its reward-hacking warnings and shows ``rlhf_part_correlation.png``: each
+internal part's correlation with the external reward.
 """
 
 from __future__ import annotations
@@ -121,6 +123,35 @@ def write_report(
         lines.append("")
         lines += [f"![{name}](plots/{name})" for name in drawn]
         lines.append("")
+    lines += ledger_section(output_dir)
     path = output_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def ledger_section(output_dir: Path) -> list[str]:
+    """The report's lines on the RL ledger (none without one): where it is, its reward-hacking
+    warnings, and the per-part correlation plot (``plots/rlhf_part_correlation.png``)."""
+    from ray_adlf.ledger import analysis, plots
+    from ray_adlf.ledger.store import LEDGER_DIR, ledger_files, read_ledger
+    from ray_adlf.ledger.terminal import warning_lines
+
+    if not (output_dir / LEDGER_DIR).is_dir() or not ledger_files(output_dir / LEDGER_DIR):
+        return []
+    data = analysis.columns(read_ledger(output_dir / LEDGER_DIR))
+    rounds = sorted(set(analysis.round_index(data).tolist()))
+    name = "rlhf_part_correlation.png"
+    (output_dir / "plots").mkdir(parents=True, exist_ok=True)
+    (output_dir / "plots" / name).write_bytes(plots.part_correlation(data))
+    return [
+        "## rlhf samples",
+        "",
+        f"The samples of {len(rounds)} recorded rounds ({rounds[0]}-{rounds[-1]}), "
+        f"{len(data['reward'])} rows, are in the ledger [`{LEDGER_DIR}/`]({LEDGER_DIR}/) "
+        f"(Parquet, a file per round); `ray-adlf inspect {output_dir}` reads it "
+        "(`--html PAGE.html` for a page with a sortable table).",
+        "",
+        *[f"- {line}\n" for line in warning_lines(data, str(output_dir))],
+        f"![{name}](plots/{name})",
+        "",
+    ]

@@ -1,19 +1,16 @@
-"""``ray-adlf score``: every reward part for the assistant turns of a dataset, as JSONL.
+"""``ray-adlf score``: every reward part for the assistant turns of a dataset, as ledger rows.
 
 Each assistant turn of each record is scored as a response to the turns before it, with the
 same actors and combiner the RL round uses (``actors.reward.compute_adlf_rewards``): the
 reward model (``--reward_model_path``; needed unless ``--adlf_alpha 1``), the enabled internal
 signals (fluency from a reference actor on ``--model_name`` at ``--temperature``, whose
-tokenizer also gives the token ids), plugins, and the debate (``--use_debate_reward``). One
-output line per assistant turn::
+tokenizer also gives the token ids), plugins, and the debate (``--use_debate_reward``).
 
-    {"source": "data.jsonl", "line": 3, "turn": 1, "last_turn": true, "meta_eval_score": 4.5,
-     "context": [{"role": "user", "content": "..."}], "response": "...", "reward": 0.61,
-     "parts": {"external": 0.8, "fluency": 0.02, ..., "internal": 0.4, "reward_raw": 0.61},
-     "debate": [{"critic": 0, "critique": "...", "score": 3.2, "source": "probs"}, ...]}
-
-``meta_eval_score`` is the record's human score, which rates the conversation's last
-assistant turn (``last_turn``). ``debate`` lists the last round's verdicts.
+One row per assistant turn in the RL ledger's schema (``ledger.schema``), so a dataset's parts
+and a run's compare column by column: ``prompt_id`` and ``turn`` say which turn,
+``human_score`` is the record's score on its last assistant turn (the turn it rates), the
+round, policy and learner columns are null. ``--output`` ending in ``.jsonl`` gets the same
+rows as JSON lines, any other name Parquet. ``ray-adlf inspect OUT`` reads either.
 """
 
 from __future__ import annotations
@@ -21,12 +18,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
+
 from ray_adlf.config import Config, ConfigError
 from ray_adlf.data.formats import prepare_tokenizer, render_prompt
 from ray_adlf.data.records import Record, Turn
 from ray_adlf.data.sample import sample_path
 from ray_adlf.data.validate import read_records
-from ray_adlf.rewards.plugins import contexts_as_json
+from ray_adlf.ledger.schema import ledger_table, scored_columns
+from ray_adlf.ledger.store import write_table
 from ray_adlf.rewards.scorer import make_combiner
 
 
@@ -54,6 +54,16 @@ def token_rows(
         )
         answers.append(ids)
     return prompts, answers
+
+
+def write_scores(table: pa.Table, output: Path) -> None:
+    """The ledger rows to ``output``: JSON lines for ``.jsonl``, else Parquet."""
+    if output.suffix != ".jsonl":
+        write_table(table, output)
+        return
+    with output.open("w", encoding="utf-8") as out:
+        for row in table.to_pylist():
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def last_assistant_index(record: Record) -> int:
@@ -101,46 +111,40 @@ def run_score(cfg: Config, output: str | Path, batch_size: int = 64) -> Path:
             fluency = ReferenceActorPool(
                 reference, cfg.model.trust_remote_code, cfg.resources.reward_num_cpus
             )
-        with output.open("w", encoding="utf-8") as out:
-            for start in range(0, len(items), batch_size):
-                chunk = items[start : start + batch_size]
-                contexts, responses = [c for _, _, c, _ in chunk], [r for *_, r in chunk]
-                prompt_ids, response_ids = token_rows(
-                    contexts, responses, tokenizer, cfg.data.token_format, cfg.data.max_seq_length
-                )
-                logprobs = None
-                if fluency is not None:
-                    temperature = cfg.rollout.temperature
-                    logprobs = fluency.logprobs(prompt_ids, response_ids, temperature)
-                inputs = SignalInputs(contexts, responses, response_ids, logprobs)
-                batch = compute_adlf_rewards(
-                    cfg.rewards, inputs, prompt_ids, pool, combiner, critics
-                )
-                for j, (record, turn, context, response) in enumerate(chunk):
-                    row = {
-                        "source": record.source,
-                        "line": record.line,
-                        "turn": turn,
-                        "last_turn": turn == last_assistant_index(record),
-                        "meta_eval_score": record.score,
-                        "context": contexts_as_json([context])[0],
-                        "response": response,
-                        "reward": float(batch.rewards[j]),
-                        "parts": {k: float(v[j]) for k, v in batch.parts.items()},
-                    }
-                    if batch.debate is not None:
-                        row["debate"] = [
-                            {
-                                "critic": k,
-                                "critique": v.critique,
-                                "score": v.score,
-                                "source": v.source,
-                            }
-                            for k, v in enumerate(batch.debate[j].rounds[-1])
-                        ]
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                means = ", ".join(f"{k} {v:.3f}" for k, v in batch.means().items())
-                print(f"[score] {start + len(chunk)}/{len(items)}: {means}", flush=True)
+        tables = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            contexts, responses = [c for _, _, c, _ in chunk], [r for *_, r in chunk]
+            prompt_ids, response_ids = token_rows(
+                contexts, responses, tokenizer, cfg.data.token_format, cfg.data.max_seq_length
+            )
+            logprobs = None
+            if fluency is not None:
+                temperature = cfg.rollout.temperature
+                logprobs = fluency.logprobs(prompt_ids, response_ids, temperature)
+            inputs = SignalInputs(contexts, responses, response_ids, logprobs)
+            batch = compute_adlf_rewards(cfg.rewards, inputs, prompt_ids, pool, combiner, critics)
+            columns = scored_columns(
+                [record.record_id for record, *_ in chunk],
+                [turn for _, turn, _, _ in chunk],
+                contexts,
+                responses,
+                [len(ids) for ids in response_ids],
+                batch.parts,
+                batch.rewards,
+                batch.debate,
+                cfg.rewards.adlf_alpha,
+                cfg.run.ledger_max_chars,
+            )
+            columns["sample"] = list(range(start, start + len(chunk)))
+            columns["human_score"] = [
+                record.score if turn == last_assistant_index(record) else None
+                for record, turn, _, _ in chunk
+            ]
+            tables.append(ledger_table(columns))
+            means = ", ".join(f"{k} {v:.3f}" for k, v in batch.means().items())
+            print(f"[score] {start + len(chunk)}/{len(items)}: {means}", flush=True)
+        write_scores(pa.concat_tables(tables), output)
     finally:
         for actors in (pool, critics, fluency):
             if actors is not None:

@@ -6,8 +6,10 @@ resumes from, so the file reads as one uninterrupted run even after a restart. A
 not a JSON object (the torn last line of a process killed mid-write) is dropped with one warning
 naming the file and line, when read and when the file is rewritten (atomically) on resume.
 
-W&B: ``online`` when an API key is configured (``WANDB_API_KEY`` or a netrc entry for
-api.wandb.ai) and api.wandb.ai answers within 3 s; otherwise ``offline`` (runs are written under
+W&B: every row, and the RL ledger's rows of each recorded round as a ``wandb.Table``
+(``<stage>/rollouts``, at the round's step). ``online`` when an API key is configured
+(``WANDB_API_KEY`` or a netrc entry for api.wandb.ai) and api.wandb.ai answers within 3 s;
+otherwise ``offline`` (runs are written under
 ``<output_dir>/wandb``; ``wandb sync`` uploads them later), said once in the log. A
 ``WANDB_MODE`` set by the user wins. The W&B run id is a hash of the output directory, run name
 and stage, so a resumed run continues the same W&B run.
@@ -121,12 +123,25 @@ class Tracker:
         self.metrics_file = metrics_file
         self.wandb_run = wandb_run
 
-    def log(self, metrics: dict[str, Any], step: int) -> None:
+    def log(
+        self, metrics: dict[str, Any], step: int, samples: dict[str, list] | None = None
+    ) -> None:
+        """One row of ``metrics`` at ``step``; with W&B, ``samples`` (``{column: [rows]}``, the
+        round's ledger rows) go to the same step as the table ``<stage>/rollouts``, in the
+        ledger's columns (a fixed column the rows lack is null, as in the Parquet file)."""
         self.metrics_file.append(metrics, step)
-        if self.wandb_run is not None:
-            self.wandb_run.log(
-                {f"{self.metrics_file.stage}/{k}": v for k, v in metrics.items()}, step=step
-            )
+        if self.wandb_run is None:
+            return
+        row = {f"{self.metrics_file.stage}/{k}": v for k, v in metrics.items()}
+        if samples is not None:
+            import wandb
+
+            from ray_adlf.ledger.schema import column_order
+
+            names, empty = column_order(samples), [None] * len(samples["sample"])
+            data = [list(row) for row in zip(*(samples.get(name, empty) for name in names))]
+            row[f"{self.metrics_file.stage}/rollouts"] = wandb.Table(columns=names, data=data)
+        self.wandb_run.log(row, step=step)
 
     def close(self) -> None:
         if self.wandb_run is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 ROLE_ALIASES: dict[str, str] = {
@@ -55,6 +56,11 @@ class Record:
         if self.score_reason is not None:
             row["score_reason"] = self.score_reason
         return row
+
+    @property
+    def record_id(self) -> str:
+        """``file:line`` where the row was read (the file's name, not its directory)."""
+        return f"{Path(self.source).name}:{self.line}"
 
 
 def split_last_assistant(record: Record) -> tuple[tuple[Turn, ...], Turn]:

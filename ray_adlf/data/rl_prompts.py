@@ -23,11 +23,13 @@ from ray_adlf.data.sft_dataset import EpochOrder
 
 @dataclass(frozen=True)
 class RLPrompt:
-    """One prompt: the context turns, its token ids, and the human score of its record."""
+    """One prompt: the context turns, its token ids, the human score of its record, and where
+    the record was read (``Record.record_id``)."""
 
     context: tuple[Turn, ...]
     prompt_ids: list[int]
     score: float
+    record_id: str
 
 
 def build_rl_prompts(
@@ -43,7 +45,7 @@ def build_rl_prompts(
         context, _ = split_last_assistant(record)
         text = generation_prompt(context, tokenizer, token_format, target_score)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"][-max_prompt_tokens:]
-        prompts.append(RLPrompt(tuple(context), ids, record.score))
+        prompts.append(RLPrompt(tuple(context), ids, record.score, record.record_id))
     return prompts
 
 

@@ -180,3 +180,24 @@ def make_experience(
             model, batch, settings.temperature, with_values=settings.advantage == "gae"
         )
     return complete_experience(experience, out["logprobs"], out.get("values"), settings)
+
+
+@torch.no_grad()
+def sample_statistics(experience: Experience, has_reference: bool) -> dict[str, list]:
+    """Per row of a completed experience, for the ledger: ``advantage`` (mean over the
+    response tokens, ``sum_t m_t A_t / sum_t m_t``), ``kl`` (``sum_t kl_t``; None per row
+    without a reference), ``learner_logprob`` and ``engine_logprob`` (means of the old
+    policy's and the engine's logprobs). Each a list of B values."""
+    mask = experience.mask
+    tokens = mask.sum(dim=1).clamp(min=1)
+
+    def row_mean(x: torch.Tensor) -> list[float]:
+        return ((x * mask).sum(dim=1) / tokens).tolist()
+
+    rows = mask.shape[0]
+    return {
+        "advantage": row_mean(experience.advantages),
+        "kl": experience.kl.sum(dim=1).tolist() if has_reference else [None] * rows,
+        "learner_logprob": row_mean(experience.old_logprobs),
+        "engine_logprob": row_mean(experience.batch["engine_logprobs"]),
+    }

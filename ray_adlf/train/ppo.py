@@ -23,12 +23,15 @@ One round r = 1..rl_rounds, top to bottom:
 1. rank 0: round r's rollout from the producer;
 2. rank 0 scatters the rollout: each rank receives only its shard (whole prompt groups);
 3. every rank: ``RLLearner.train``: old logprobs, KL, advantages, TIS weights, the PPO updates
-   (DDP all-reduces the gradients), the KL controller's step;
+   (DDP all-reduces the gradients), the KL controller's step; in a round the ledger records
+   (``--ledger_every``), each rank's per-sample advantage, KL and logprobs are gathered to
+   rank 0, which queues the round's rows for its ledger thread (``ledger``, ``rl_ledger``);
 4. every rank: the new weights (sharded: a gather into rank 0); rank 0 hands them to the
    producer, which pushes them to every consumer (engines, critics on the policy) before the
    round that needs them; metrics with per-phase timings to metrics.jsonl / W&B / Ray; every
    ``--checkpoint_every`` rounds (and at the last) a checkpoint (sharded: every rank writes
-   its shards), which holds the rollouts already made for later rounds.
+   its shards), which holds the rollouts already made for later rounds, after the ledger's
+   queued rounds are on disk.
 
 Randomness is derived from (seed, round): sampling seeds, minibatch order, and the critics'
 seeds from their call count, which the checkpoint holds. Every consumer of the weights is
@@ -56,6 +59,8 @@ from ray_adlf.data.records import Record
 from ray_adlf.data.rl_prompts import build_rl_prompts
 from ray_adlf.engines.base import SamplingParams
 from ray_adlf.engines.weights import copy_weights
+from ray_adlf.ledger.schema import join_columns, scored_columns, select_rows
+from ray_adlf.ledger.store import LEDGER_DIR, LedgerWriter, is_recorded
 from ray_adlf.models.loading import load_tokenizer
 from ray_adlf.models.lora import merged_model_path
 from ray_adlf.rewards.catalog import SignalInputs
@@ -67,6 +72,7 @@ from ray_adlf.train.common import (
 )
 from ray_adlf.train.rl_eval import STAGE, evaluate, rl_tracker, round_metrics, stage_summary
 from ray_adlf.train.rl_learner import RLLearner, max_lag
+from ray_adlf.train.rl_ledger import gather_to_rank0, round_columns
 from ray_adlf.train.rollout_batch import Rollout
 from ray_adlf.train.rollout_producer import ProducedRound, RolloutProducer
 
@@ -98,10 +104,12 @@ def rollout_and_score(
     actors,
     learner: RLLearner,
     tokenizer,
-) -> tuple[Rollout, dict[str, np.ndarray], dict[str, float]]:
+    record: bool,
+) -> tuple[Rollout, dict[str, np.ndarray], dict[str, float], dict[str, list] | None]:
     """Sample ``chosen`` prompts with the engines at weights ``version``, the one reference
     pass (when used), score. Returns the rollout, every reward part per sample (``reward``:
-    the score trained on, with ``overlong`` when shaping is on) and the seconds per phase."""
+    the score trained on, with ``overlong`` when shaping is on), the seconds per phase and,
+    when the ledger ``record``s the round, its columns (``ledger.schema.scored_columns``)."""
     from ray_adlf.actors.reward import compute_adlf_rewards
 
     n, ppo = cfg.ppo.num_samples_per_prompt, cfg.ppo
@@ -137,6 +145,21 @@ def rollout_and_score(
         scores = scores + shaping
         parts["overlong"] = shaping.numpy()
     parts["reward"] = scores.numpy()
+    columns = None
+    if record:
+        columns = scored_columns(
+            [p.record_id for p in chosen for _ in range(n)],
+            [len(p.context) for p in chosen for _ in range(n)],
+            inputs.contexts,
+            inputs.responses,
+            [len(ids) for ids in response_ids],
+            parts,
+            parts["reward"],
+            rewards.debate,
+            cfg.rewards.adlf_alpha,
+            cfg.run.ledger_max_chars,
+        )
+        columns["finish_reason"] = list(generated.finish_reasons)
     rollout = Rollout(
         prompt_ids,
         response_ids,
@@ -147,7 +170,7 @@ def rollout_and_score(
         [version] * len(response_ids),
         ref_logprobs,
     )
-    return rollout, parts, timings
+    return rollout, parts, timings, columns
 
 
 def produce_round(
@@ -160,14 +183,16 @@ def produce_round(
     rewards, which carry no advantage, counted in ``dynamic_sampling/filled_groups``."""
     ppo = cfg.ppo
     batches = ppo.dynamic_sampling_max_batches if ppo.dynamic_sampling else 1
-    rollouts, parts, timings = [], [], {}
+    record = is_recorded(round_index, cfg.run.ledger_every, ppo.rl_rounds)
+    rollouts, parts, columns, timings = [], [], [], {}
     for batch in range(batches):
         chosen = [prompts[i] for i in learner.stream.next_batch()]
-        rollout, batch_parts, batch_timings = rollout_and_score(
-            cfg, round_index, batch, version, chosen, actors, learner, tokenizer
+        rollout, batch_parts, batch_timings, batch_columns = rollout_and_score(
+            cfg, round_index, batch, version, chosen, actors, learner, tokenizer, record
         )
         rollouts.append(rollout)
         parts.append(batch_parts)
+        columns.append(batch_columns)
         for key, seconds in batch_timings.items():
             timings[key] = timings.get(key, 0.0) + seconds
         scores = torch.cat([r.scores for r in rollouts])
@@ -176,6 +201,7 @@ def produce_round(
             break
     rollout = Rollout.concat(rollouts)
     joined = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    samples = join_columns(columns) if record else None
     metrics = {}
     if ppo.dynamic_sampling:
         order = torch.cat([torch.nonzero(varied).squeeze(1), torch.nonzero(~varied).squeeze(1)])
@@ -184,6 +210,7 @@ def produce_round(
         rows = [g * size + k for g in groups for k in range(size)]
         rollout = rollout.rows(rows)
         joined = {key: values[rows] for key, values in joined.items()}
+        samples = samples and select_rows(samples, rows)
         metrics = {
             "dynamic_sampling/batches": float(len(rollouts)),
             "dynamic_sampling/equal_reward_fraction": 1.0 - float(varied.float().mean()),
@@ -191,7 +218,7 @@ def produce_round(
         }
     metrics.update({key: float(np.mean(values)) for key, values in joined.items()})
     metrics["epoch"] = learner.stream.epoch
-    return ProducedRound(round_index, rollout, metrics, timings)
+    return ProducedRound(round_index, rollout, metrics, timings, samples)
 
 
 def reference_logprobs(
@@ -245,9 +272,12 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             learner.load(Path(directory))
     start_round, tracker, producer, lag = learner.round + 1, None, None, max_lag(cfg)
+    ledger, ledger_rows = None, None
     weights = learner.weights_to_sync()  # every rank: sharded, a gather into rank 0
     if rank == 0:
         tracker = rl_tracker(cfg, learner.round)
+        if cfg.run.ledger_every:
+            ledger = LedgerWriter(Path(cfg.run.output_dir) / LEDGER_DIR, learner.round)
         actors.wait_ready()
         if actors.critique is not None:
             actors.critique.calls = learner.critic_calls
@@ -300,8 +330,15 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
                 dist.scatter_object_list(mine, shards if rank == 0 else None, src=0)
             # 3. experience and PPO updates on every rank
             started = time.perf_counter()
-            stats = learner.train(mine[0], round_index, tokenizer.pad_token_id)
+            stats, samples = learner.train(mine[0], round_index, tokenizer.pad_token_id)
             learner_s = time.perf_counter() - started
+            started = time.perf_counter()
+            if is_recorded(round_index, cfg.run.ledger_every, cfg.ppo.rl_rounds):
+                by_rank = gather_to_rank0(samples, rank, world)
+                if rank == 0 and produced.samples is not None:
+                    ledger_rows = round_columns(produced, by_rank)
+                    ledger.write(round_index, ledger_rows)
+            ledger_s = time.perf_counter() - started
             # 4. the new weights to the producer; rank 0: metrics; every rank: the checkpoint
             metrics: dict[str, Any] = {"round": round_index}
             weights = learner.weights_to_sync()
@@ -318,7 +355,18 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
                 if rank == 0:
                     if checkpoint_due or eval_due:  # a consistent cut of what is in flight
                         producer.drain(round_index)
-                    timings = {**produced.timings, "wait_s": wait_s, "learner_s": learner_s}
+                    if checkpoint_due and ledger is not None:  # no checkpoint ahead of it
+                        started = time.perf_counter()
+                        ledger.flush()
+                        ledger_s += time.perf_counter() - started
+                    timings = {
+                        **produced.timings,
+                        "wait_s": wait_s,
+                        "learner_s": learner_s,
+                        "ledger_s": ledger_s,
+                    }
+                    if ledger is not None:
+                        timings["ledger_write_s"] = ledger.pop_write_s()
                     metrics.update(
                         round_metrics(produced, stats, timings, learner, scattered, round_index)
                     )
@@ -333,7 +381,8 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
                         producer.push_now(weights, round_index)
                         metrics.update(run_eval(round_index)[0])
                         metrics["time/eval_s"] = time.perf_counter() - started
-                    tracker.log(metrics, round_index)
+                    tracker.log(metrics, round_index, ledger_rows)
+                    ledger_rows = None
                     if checkpoint_due:
                         if actors.critique is not None:
                             learner.critic_calls = actors.critique.calls
@@ -353,6 +402,8 @@ def ppo_worker_loop(loop_config: dict[str, Any]) -> None:
     finally:
         if producer is not None:
             producer.close()
+        if ledger is not None:
+            ledger.close()
     if tracker is not None:
         tracker.close()
 

@@ -44,7 +44,7 @@ from ray_adlf.models.loading import load_causal_lm
 from ray_adlf.models.lora import adapter_state_dict, add_lora, load_adapter_state, lora_settings
 from ray_adlf.models.policy import PolicyWithValue, pack_sequences, response_forward
 from ray_adlf.train.common import precision
-from ray_adlf.train.experience import make_experience
+from ray_adlf.train.experience import make_experience, sample_statistics
 from ray_adlf.train.learner_state import load_learner_state, save_learner_state
 from ray_adlf.train.ppo_learner import ppo_update
 from ray_adlf.train.ppo_settings import PPOSettings
@@ -211,12 +211,14 @@ class RLLearner:
         logprobs = out["logprobs"].cpu()
         return [logprobs[i, : len(r)].tolist() for i, r in enumerate(response_ids)]
 
-    def train(self, shard: Rollout, round_index: int, pad_id: int) -> dict[str, float]:
+    def train(
+        self, shard: Rollout, round_index: int, pad_id: int
+    ) -> tuple[dict[str, float], dict[str, list]]:
         """Experience and PPO updates on this rank's shard; the KL controller steps. Returns the
         update statistics with ``kl`` (mean sequence KL, absent without a reference),
         ``logprob_mismatch`` (mean |engine - learner| old logprob) and, with TIS, ``tis/mean``,
         ``tis/max`` and ``tis/truncated_fraction`` (the share of tokens at the cap), all over
-        every rank."""
+        every rank; and the shard's rows' ``experience.sample_statistics``."""
         cfg, ppo = self.cfg, self.cfg.ppo
         lags = [self.round - version for version in shard.policy_versions]
         if max(lags, default=0) > max_lag(cfg) or min(lags, default=0) < 0:
@@ -253,7 +255,7 @@ class RLLearner:
             rows = ppo.ppo_batch_size * ppo.num_samples_per_prompt
             self.controller.update(stats["kl"], rows)
         self.round = round_index
-        return stats
+        return stats, sample_statistics(experience, ref_logprobs is not None)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the policy weights: data only (``learner_state``)."""

@@ -13,8 +13,8 @@ A ``Rollout`` holds B = prompts x ``group_size`` rows; the samples of one prompt
 - ``ref_logprobs``: the reference's logprobs per response token when the round ran its
   reference pass, else None.
 
-``shard(rank, world)`` keeps whole prompt groups ``g % world == rank``, so group baselines
-(GRPO, RLOO) never span ranks; ``tensors(pad_id, device)`` pads it for the learner;
+``shard(rank, world)`` keeps whole prompt groups ``g % world == rank`` (``shard_rows``), so
+group baselines (GRPO, RLOO) never span ranks; ``tensors(pad_id, device)`` pads it for the learner;
 ``concat`` joins rollouts of one group size; ``to_data`` / ``from_data`` turn it into plain
 lists and back, for a checkpoint of the rollouts still in flight.
 """
@@ -114,11 +114,15 @@ class Rollout:
         """The rollout ``to_data`` gave (scores back to float32, as they were)."""
         return cls(**{**data, "scores": torch.tensor(data["scores"], dtype=torch.float32)})
 
-    def shard(self, rank: int, world: int) -> Rollout:
-        """Rows of prompt groups ``g`` with ``g % world == rank``."""
+    def shard_rows(self, rank: int, world: int) -> list[int]:
+        """The rows of prompt groups ``g`` with ``g % world == rank``, in order."""
         groups = range(rank, len(self) // self.group_size, world)
         size = self.group_size
-        return self.rows([g * size + k for g in groups for k in range(size)])
+        return [g * size + k for g in groups for k in range(size)]
+
+    def shard(self, rank: int, world: int) -> Rollout:
+        """The rollout of ``shard_rows(rank, world)``."""
+        return self.rows(self.shard_rows(rank, world))
 
     def tensors(self, pad_id: int, device: torch.device | str) -> dict[str, torch.Tensor]:
         """``models.policy.pack_sequences`` of the rows plus ``engine_logprobs`` [B, T],

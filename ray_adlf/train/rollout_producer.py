@@ -49,12 +49,14 @@ Weights = Mapping[str, torch.Tensor]
 @dataclass
 class ProducedRound:
     """One round's rollout with what it logs: ``metrics`` (reward parts, the weights push that
-    preceded it, dynamic sampling's counts) and ``timings`` (seconds per phase)."""
+    preceded it, dynamic sampling's counts), ``timings`` (seconds per phase) and, when the
+    ledger records the round, ``samples``: its rows so far (``ledger.schema.scored_columns``)."""
 
     round_index: int
     rollout: Rollout
     metrics: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    samples: dict[str, list] | None = None
 
     def to_data(self) -> dict[str, Any]:
         """Plain data for the learner's checkpoint; ``from_data`` restores it."""
@@ -63,6 +65,7 @@ class ProducedRound:
             "rollout": self.rollout.to_data(),
             "metrics": self.metrics,
             "timings": self.timings,
+            "samples": self.samples,
         }
 
     @classmethod
@@ -72,6 +75,7 @@ class ProducedRound:
             Rollout.from_data(data["rollout"]),
             dict(data["metrics"]),
             dict(data["timings"]),
+            data["samples"],
         )
 
 

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from ray_adlf.config import Config, validate
 from ray_adlf.data.sample import sample_path
 from ray_adlf.data.validate import read_records
+from ray_adlf.ledger.store import LEDGER_DIR, read_ledger, recorded_rounds, round_file
 from ray_adlf.models.loading import resolve_model_path
 from ray_adlf.tracking import read_metrics
 from ray_adlf.train.learner_state import load_learner_state
@@ -193,12 +194,39 @@ def run_in_sessions(directory: Path, records, stops, after=None, **settings) -> 
     return summaries
 
 
+def assert_same_ledger(whole: Path, pieces: Path, rounds: list[int]) -> None:
+    """The resumed run's ledger holds the recorded ``rounds`` once each, row for row the
+    uninterrupted run's (floats to 1e-6: the weights agree to that)."""
+    assert recorded_rounds(whole / LEDGER_DIR) == recorded_rounds(pieces / LEDGER_DIR) == rounds
+    assert not list((pieces / LEDGER_DIR).glob("*.partial"))
+    want, got = read_ledger(whole).to_pylist(), read_ledger(pieces).to_pylist()
+    assert len(want) == len(got)
+    for expected, row in zip(want, got):
+        assert expected.keys() == row.keys()
+        for column, value in expected.items():
+            if isinstance(value, float):
+                assert row[column] == pytest.approx(value, abs=1e-6), column
+            else:
+                assert row[column] == value, column
+
+
+def plant_stale_rounds(ledger: Path) -> None:
+    """What a session that crashed after its checkpoint at round 2 leaves: files of later
+    rounds (a wrong copy of round 4, which the resume records again, and round 3, which it
+    never records) and a half-written file."""
+    round_file(ledger, 4).write_bytes(round_file(ledger, 1).read_bytes())
+    round_file(ledger, 3).write_bytes(b"stale")
+    round_file(ledger, 5).with_name("round-000005.parquet.partial").write_bytes(b"half")
+
+
 def test_resume_mid_epoch_and_at_epoch_boundary_equals_uninterrupted_and_beta_adapts(
     tmp_path, records
 ):
     # 64 prompts, 16 per round: an epoch is 4 rounds. Sessions end after round 2 (mid-epoch)
-    # and round 4 (epoch boundary), then run to round 8.
+    # and round 4 (epoch boundary), then run to round 8. The ledger records rounds 1, 4, 7
+    # and 8 (every 3rd and the last); after the first session stale ledger files are planted.
     settings = dict(
+        run__ledger_every=3,
         ppo__rl_rounds=8,
         ppo__ppo_batch_size=16,
         ppo__use_dynamic_kl=True,
@@ -215,8 +243,14 @@ def test_resume_mid_epoch_and_at_epoch_boundary_equals_uninterrupted_and_beta_ad
         rl_config(tmp_path / "whole", **settings), records, resolve_model_path("tiny"), None
     )
     pieces = tmp_path / "pieces"
-    resumed = run_in_sessions(pieces, records, (2, 2, 0), **settings)[-1]
+
+    def after_session(summary: dict) -> None:
+        if recorded_rounds(pieces / LEDGER_DIR) == [1]:  # stopped after round 2
+            plant_stale_rounds(pieces / LEDGER_DIR)
+
+    resumed = run_in_sessions(pieces, records, (2, 2, 0), after_session, **settings)[-1]
     assert resumed["complete"] and resumed["resumed"]
+    assert_same_ledger(tmp_path / "whole", pieces, [1, 4, 7, 8])
     want, got = final_state(whole), final_state(resumed)
     assert want.keys() == got.keys()
     for name in want:
@@ -265,6 +299,7 @@ def test_async_resume_with_samples_in_flight_equals_uninterrupted(tmp_path, reco
     assert resumed["complete"] and resumed["resumed"]
     # after rounds 2 and 4: the next two rounds, sampled by the versions two behind them
     assert in_flight == [[(3, 0), (4, 1)], [(5, 2), (6, 3)], []]
+    assert_same_ledger(tmp_path / "whole", pieces, list(range(1, 7)))  # in-flight rows too
     want, got = final_state(whole), final_state(resumed)
     for name in want:
         assert torch.allclose(want[name], got[name], atol=1e-6), name

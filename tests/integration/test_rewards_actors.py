@@ -4,6 +4,8 @@
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import ray
 import torch
@@ -19,10 +21,12 @@ from ray_adlf.data.records import Turn
 from ray_adlf.data.sample import write_sample
 from ray_adlf.debate.critics import CriticSpec, make_critic
 from ray_adlf.debate.protocol import run_debate
+from ray_adlf.ledger.schema import FIXED, clip_end
+from ray_adlf.ledger.store import read_file
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 from ray_adlf.rewards.catalog import SignalInputs
 from ray_adlf.rewards.scorer import RewardScorer, make_combiner
-from ray_adlf.score import run_score
+from ray_adlf.score import run_score, write_scores
 
 pytestmark = pytest.mark.integration
 
@@ -217,17 +221,34 @@ def test_run_score_writes_every_part_of_every_assistant_turn(cluster, reward_mod
     cfg.debate.critique_max_new_tokens = 8
     cfg.resources.reward_num_cpus = 0.05  # the module's pools hold 1.75 of the 2 CPUs
     cfg.resources.critic_num_cpus = 0.05
+    cfg.run.ledger_max_chars = 40
     validate(cfg)
-    out = run_score(cfg, tmp_path / "scores.jsonl")
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    n_turns = sum(
-        turn["role"] in ("assistant", "gpt")
-        for line in data.read_text().splitlines()
-        for turn in json.loads(line)["conversation"]
-    )
-    assert len(rows) == n_turns and ray.is_initialized()
-    for row in rows:
-        assert set(row["parts"]) >= {"external", "fluency", "coherence", "debate", "internal"}
-        assert len(row["debate"]) == 2 and row["context"][-1]["role"] == "user"
-        assert isinstance(row["reward"], float)
-    assert sum(row["last_turn"] for row in rows) == 6
+    out = run_score(cfg, tmp_path / "scores.parquet")
+    table = pq.read_table(out)
+    rows = table.to_pylist()
+    records = [json.loads(line) for line in data.read_text().splitlines()]
+    turns = [
+        (number, i, turn["content"])
+        for number, record in enumerate(records, start=1)
+        for i, turn in enumerate(record["conversation"])
+        if turn["role"] in ("assistant", "gpt")
+    ]
+    assert len(rows) == len(turns) and ray.is_initialized()
+    # the RL ledger's schema: its fixed columns first, in order; the run-only ones null
+    assert table.column_names[: len(FIXED.names)] == FIXED.names
+    assert table.schema.field("reward").type == pa.float64()
+    for row, (number, turn, content) in zip(rows, turns):
+        assert row["prompt_id"] == f"data.jsonl:{number}" and row["turn"] == turn
+        assert row["response"] == clip_end(content, 40) and len(row["prompt"]) <= 40
+        assert row["round"] is None and row["advantage"] is None and row["finish_reason"] is None
+        for part in ("external", "fluency", "coherence", "debate", "internal"):
+            assert isinstance(row[f"part_{part}"], float), part
+        assert row["critic0_critique"] is not None and row["critic1_critique"] is not None
+        assert row["alpha"] == cfg.rewards.adlf_alpha
+    last_turns = [row for row in rows if row["human_score"] is not None]
+    assert len(last_turns) == 6
+    assert [r["human_score"] for r in last_turns] == [r["meta_eval_score"] for r in records]
+    # the same rows as JSON lines
+    jsonl = tmp_path / "scores.jsonl"
+    write_scores(table, jsonl)
+    assert read_file(jsonl).to_pylist() == rows
