@@ -127,7 +127,9 @@ def sample_lines(data: dict, rows: np.ndarray, column: str, parts: list[str]) ->
         figures = ", ".join(
             f"{label(p)} {data[p][row]:.3f}" for p in dict.fromkeys([column, *parts])
         )
-        lines.append(f"  round {rounds[row]} sample {int(data['sample'][row])}: {figures}")
+        where = f"round {rounds[row]} " if rounds[row] else ""
+        sample = f"{where}sample {int(data['sample'][row])} ({data['prompt_id'][row]})"
+        lines.append(f"  {sample}: {figures}")
         lines.append(f"    prompt:   {one_line(data['prompt'][row], keep_end=True)}")
         lines.append(f"    response: {one_line(data['response'][row])}")
     return lines
@@ -147,9 +149,10 @@ def inspect_lines(data: dict, source: str, sort: str, top: int, in_round: int | 
         )
     parts = [analysis.column_name(data, p) for p in analysis.shown_parts(data)]
     if recorded == [0]:
-        span = "a scored dataset (no rounds)"
+        span, shown = "a scored dataset (no rounds)", "the dataset"
     else:
         span = f"{len(recorded)} rounds ({recorded[0]}-{recorded[-1]})"
+        shown = f"round {in_round}"
     best, worst = analysis.ranked(data, sort, top, in_round)
     return [
         f"ledger {source}: {span}, {len(rounds)} samples",
@@ -157,15 +160,15 @@ def inspect_lines(data: dict, source: str, sort: str, top: int, in_round: int | 
         "mean ± std by round",
         *by_round_lines(data, parts, rounds),
         "",
-        f"distribution in round {in_round}",
+        f"distribution in {shown}",
         *quartile_lines(data, parts, rounds, in_round),
         "",
         *correlation_lines(data),
         *warning_lines(data, source),
         *critic_lines(data, rounds),
         "",
-        f"top {len(best)} by {sort} in round {in_round}",
+        f"top {len(best)} by {sort} in {shown}",
         *sample_lines(data, best, column, ["reward"]),
-        f"bottom {len(worst)} by {sort} in round {in_round}",
+        f"bottom {len(worst)} by {sort} in {shown}",
         *sample_lines(data, worst, column, ["reward"]),
     ]

@@ -205,6 +205,7 @@ def ledger_of(rounds: int, external, length, plugin=None, n: int = 40, seed: int
         "part_length": length(r) + noise(),
         "advantage": noise(),
         "kl": np.full(r.size, np.nan),
+        "prompt_id": np.array([f"d.jsonl:{i % n + 1}" for i in range(r.size)], dtype=object),
         "prompt": np.array(["user: q"] * r.size, dtype=object),
         "response": np.array(["a"] * r.size, dtype=object),
     }
@@ -281,3 +282,14 @@ def test_inspect_lines_name_the_round_asked_for_and_refuse_a_missing_one():
     assert "distribution in round 2" in lines and "top 1 by reward in round 2" in lines
     with pytest.raises(ValueError, match="--round 7: the ledger holds rounds 1-3"):
         inspect_lines(data, "OUT", "reward", 1, 7)
+
+
+def test_inspect_reads_a_scored_dataset_as_one_roundless_set(tmp_path):
+    path = tmp_path / "scores.parquet"
+    pq.write_table(ledger_table({**scored(), "sample": [0, 1]}), path)  # as score.py writes
+    lines = inspect_lines(analysis.columns(read_ledger(path)), "scores", "length", 1, None)
+    text = "\n".join(lines)
+    assert lines[0] == "ledger scores: a scored dataset (no rounds), 2 samples"
+    assert "warning:" not in text  # no rounds, no trend
+    assert "distribution in the dataset" in lines and "top 1 by length in the dataset" in lines
+    assert "  sample 0 (a.jsonl:1): length 1.000, reward 0.100" in lines
