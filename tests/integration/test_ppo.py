@@ -31,6 +31,10 @@ MIN_RISE = 0.2
 # leaves room for other thread counts, while a wrong gradient scale (x2) or a missed
 # reduction moves them by 1e-2 or more.
 FSDP_RTOL, FSDP_WEIGHTS_ATOL = 1e-4, 1e-4
+# The largest sequence KL of any round, CI run of 2026-12-07 (TIS makes runs differ a little):
+# gae 21.1, grpo 26.5, gae-async 25.8, dapo 14.1, dr_grpo 25.7, gspo 32.1 (its early rounds),
+# reinforce_pp 24.1, reinforce_pp_baseline 20.6. A runaway policy reaches the hundreds.
+MAX_KL = 40.0
 PLUGIN = f"{Path(__file__).parent / 'plugins' / 'digits.py'}:digit_share"
 
 
@@ -126,7 +130,7 @@ def test_reward_rises_while_kl_stays_bounded(tmp_path, records, name):
     first, last = sum(rewards[:5]) / 5, sum(rewards[-10:]) / 10
     assert last > first + MIN_RISE, rewards
     rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["stage"] == "rlhf"]
-    assert max(r["kl"] for r in rows) < 30.0
+    assert max(r["kl"] for r in rows) < MAX_KL
     lag = cfg.ppo.max_staleness if cfg.ppo.async_rollout else 0
     # every trained sample's policy lag, by round: min(K, r - 1), never more than K
     for row in rows:
