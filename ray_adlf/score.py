@@ -15,7 +15,6 @@ rows as JSON lines, any other name Parquet. ``ray-adlf inspect OUT`` reads eithe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,7 +25,7 @@ from ray_adlf.data.records import Record, Turn
 from ray_adlf.data.sample import sample_path
 from ray_adlf.data.validate import read_records
 from ray_adlf.ledger.schema import ledger_table, scored_columns
-from ray_adlf.ledger.store import write_table
+from ray_adlf.ledger.store import write_file
 from ray_adlf.rewards.scorer import make_combiner
 
 
@@ -54,16 +53,6 @@ def token_rows(
         )
         answers.append(ids)
     return prompts, answers
-
-
-def write_scores(table: pa.Table, output: Path) -> None:
-    """The ledger rows to ``output``: JSON lines for ``.jsonl``, else Parquet."""
-    if output.suffix != ".jsonl":
-        write_table(table, output)
-        return
-    with output.open("w", encoding="utf-8") as out:
-        for row in table.to_pylist():
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def last_assistant_index(record: Record) -> int:
@@ -144,7 +133,7 @@ def run_score(cfg: Config, output: str | Path, batch_size: int = 64) -> Path:
             tables.append(ledger_table(columns))
             means = ", ".join(f"{k} {v:.3f}" for k, v in batch.means().items())
             print(f"[score] {start + len(chunk)}/{len(items)}: {means}", flush=True)
-        write_scores(pa.concat_tables(tables), output)
+        write_file(pa.concat_tables(tables), output)
     finally:
         for actors in (pool, critics, fluency):
             if actors is not None:

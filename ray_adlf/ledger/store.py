@@ -130,11 +130,33 @@ def ledger_files(path: Path) -> list[Path]:
     return [round_file(directory, r) for r in recorded_rounds(directory)]
 
 
+def write_file(table: pa.Table, path: Path) -> None:
+    """Ledger rows to one file (``ray-adlf score``'s output): JSON lines for ``.jsonl``, else
+    Parquet; ``read_file`` reads either back."""
+    if path.suffix != ".jsonl":
+        write_table(table, path)
+        return
+    with path.open("w", encoding="utf-8") as out:
+        for row in table.to_pylist():
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 def read_file(path: Path) -> pa.Table:
-    """One ledger file: Parquet, or JSON lines of the same columns."""
+    """One ledger file: Parquet, or JSON lines of the same columns (a bad line is an error
+    naming the file and line)."""
     if path.suffix != ".jsonl":
         return pq.read_table(path)
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not JSON: {error.msg}") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: not a JSON object")
+        rows.append(row)
     if not rows:
         raise FileNotFoundError(f"{path}: no rows")
     names = dict.fromkeys(name for row in rows for name in row)

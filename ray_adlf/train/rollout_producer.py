@@ -75,7 +75,7 @@ class ProducedRound:
             Rollout.from_data(data["rollout"]),
             dict(data["metrics"]),
             dict(data["timings"]),
-            data["samples"],
+            data.get("samples"),  # None in checkpoints from before the ledger
         )
 
 

@@ -22,11 +22,11 @@ from ray_adlf.data.sample import write_sample
 from ray_adlf.debate.critics import CriticSpec, make_critic
 from ray_adlf.debate.protocol import run_debate
 from ray_adlf.ledger.schema import FIXED, clip_end
-from ray_adlf.ledger.store import read_file
+from ray_adlf.ledger.store import read_file, write_file
 from ray_adlf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 from ray_adlf.rewards.catalog import SignalInputs
 from ray_adlf.rewards.scorer import RewardScorer, make_combiner
-from ray_adlf.score import run_score, write_scores
+from ray_adlf.score import run_score
 
 pytestmark = pytest.mark.integration
 
@@ -250,5 +250,5 @@ def test_run_score_writes_every_part_of_every_assistant_turn(cluster, reward_mod
     assert [r["human_score"] for r in last_turns] == [r["meta_eval_score"] for r in records]
     # the same rows as JSON lines
     jsonl = tmp_path / "scores.jsonl"
-    write_scores(table, jsonl)
+    write_file(table, jsonl)
     assert read_file(jsonl).to_pylist() == rows

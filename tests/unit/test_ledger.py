@@ -28,6 +28,7 @@ from ray_adlf.ledger.store import (
     read_ledger,
     recorded_rounds,
     round_file,
+    write_file,
 )
 from ray_adlf.ledger.terminal import inspect_lines
 from ray_adlf.train.experience import Experience, sample_statistics
@@ -164,6 +165,17 @@ def test_a_failed_write_is_raised_by_the_next_call(tmp_path):
 def test_reading_a_directory_without_files_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no ledger here"):
         read_ledger(tmp_path)
+
+
+def test_a_scored_file_reads_back_and_a_bad_json_line_is_named(tmp_path):
+    table = ledger_table(scored())
+    for name in ("scores.parquet", "scores.jsonl"):
+        write_file(table, tmp_path / name)
+        assert read_ledger(tmp_path / name).to_pylist() == table.to_pylist()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"sample": 0}\n{"sample":\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not JSON"):
+        read_ledger(bad)
 
 
 def test_round_stats_and_pearson_by_hand():
